@@ -1,0 +1,127 @@
+"""Benchmark records in one shape, and the split every machine agrees on.
+
+    from racq.data import load_examples
+    test = load_examples(["paqa", "cambignq"], split="test")
+
+Split rule (documented in data/README.md): a record's *split key* is its topic (the TREC topic for
+ClariQ/Qulac/ClariQ-FKw, the normalised query for the AmbigNQ-based sets, so the same question in
+PaQa and CAmbigNQ lands in one split). sha256(key) mod 100 gives a bucket: 0-19 `test`, 20-59 `t1`
+(SFT and query-only training), 60-99 `t2` (preference pairs). No topic is in two splits, and the
+split never depends on file order, the machine or the Python hash seed.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+from racq.config import DATA_DIR
+
+SPLITS = ("test", "t1", "t2")
+
+
+class DataError(ValueError):
+    """A data file could not be read; the message names the file, the line and the reason."""
+
+    def __init__(self, path, line: int | None, reason: str):
+        where = f"{path}:{line}" if line is not None else str(path)
+        super().__init__(f"{where}: {reason}")
+        self.path, self.line, self.reason = str(path), line, reason
+
+
+@dataclass(frozen=True)
+class Passage:
+    title: str
+    text: str
+
+    @property
+    def pid(self) -> str:
+        """Content hash: the same passage gets the same id wherever it appears."""
+        return hashlib.sha1(f"{self.title}\n{self.text}".encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Example:
+    query: str
+    gold_question: str
+    passages: tuple[Passage, ...]
+    dataset: str
+    topic_id: str
+    extra: dict = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def split(self) -> str:
+        return split_of(self.topic_id)
+
+
+_ESCAPES = re.compile(r"\\+(['\"])")
+
+
+def clean_text(text: str) -> str:
+    """Drop the stray backslash escapes (`Obama\\'s`) of ClariQ/Qulac and squeeze whitespace."""
+    text = _ESCAPES.sub(r"\1", text or "")
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def normalise_query(query: str) -> str:
+    return re.sub(r"[^a-z0-9 ]+", "", clean_text(query).lower()).strip()
+
+
+def split_of(topic_key: str) -> str:
+    bucket = int(hashlib.sha256(topic_key.encode()).hexdigest(), 16) % 100
+    return "test" if bucket < 20 else "t1" if bucket < 60 else "t2"
+
+
+def open_text(path: Path):
+    """Open a data file as text, gzip or plain, whichever exists (`x.jsonl` or `x.jsonl.gz`)."""
+    path = Path(path)
+    if not path.exists() and path.with_name(path.name + ".gz").exists():
+        path = path.with_name(path.name + ".gz")
+    if not path.exists():
+        raise DataError(path, None, "file not found (is the repository's data/ folder complete?)")
+    if path.suffix == ".gz":
+        return gzip.open(path, "rt", encoding="utf-8")
+    return open(path, encoding="utf-8")
+
+
+# name -> loader(data_dir) yielding Examples. Loader modules register themselves below.
+LOADERS: dict[str, Callable[[Path], Iterable[Example]]] = {}
+
+
+def register(name: str):
+    def wrap(fn):
+        LOADERS[name] = fn
+        return fn
+    return wrap
+
+
+def iter_examples(datasets: Iterable[str] | None = None, data_dir: Path | None = None) -> Iterator[Example]:
+    data_dir = Path(data_dir or DATA_DIR)
+    for name in datasets or LOADERS:
+        if name not in LOADERS:
+            raise ValueError(f"unknown dataset {name!r}; known: {', '.join(LOADERS)}")
+        yield from LOADERS[name](data_dir)
+
+
+def load_examples(datasets: Iterable[str] | None = None, split: str | None = None,
+                  data_dir: Path | None = None, limit: int | None = None) -> list[Example]:
+    """Examples of the given datasets (all by default), optionally one split, in file order."""
+    if split is not None and split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; known: {', '.join(SPLITS)}")
+    out = [ex for ex in iter_examples(datasets, data_dir) if split is None or ex.split == split]
+    return out[:limit] if limit else out
+
+
+# Datasets whose records carry passages (training pool and corpus).
+PASSAGE_DATASETS = ("paqa", "cambignq")
+
+from racq.data import rac  # noqa: E402,F401  (registers paqa, cambignq)
+
+try:  # registered by racq/data/clariq.py when present
+    from racq.data import clariq  # noqa: E402,F401
+except ImportError:  # pragma: no cover
+    pass

@@ -1,0 +1,74 @@
+"""Loaders for the RAC authors' PaQa test and CAmbigNQ dev files (records with Wikipedia passages).
+
+PaQa: `Passage` is a Python-literal list of "# Title\\nText" strings. CAmbigNQ: `Passage` is one
+lower-cased string "[# title text, # title text, ...]" with no title/text separator, so the title
+is left empty and the whole chunk is the text.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from pathlib import Path
+
+from racq.data import DataError, Example, Passage, clean_text, normalise_query, open_text, register
+
+
+def _paqa_passages(raw: str) -> list[Passage]:
+    items = ast.literal_eval(raw)
+    if not isinstance(items, list):
+        raise ValueError("Passage is not a list")
+    out = []
+    for item in items:
+        head, _, body = str(item).partition("\n")
+        title = head.lstrip("#").strip() if head.startswith("#") else ""
+        text = body if title else str(item)
+        out.append(Passage(clean_text(title), clean_text(text)))
+    return out
+
+
+def _cambignq_passages(raw: str) -> list[Passage]:
+    raw = raw.strip()
+    if not (raw.startswith("[") and raw.endswith("]")):
+        raise ValueError("Passage is not a bracketed list")
+    chunks = re.split(r"(?:^|,\s)#\s", raw[1:-1])
+    return [Passage("", clean_text(c)) for c in chunks if c.strip()]
+
+
+def _load(path: Path, dataset: str, parse) -> list[Example]:
+    out = []
+    with open_text(path) as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(path, lineno, f"not valid JSON ({e.msg})") from None
+            if not isinstance(row, dict):
+                raise DataError(path, lineno, "expected a JSON object")
+            missing = [k for k in ("topic", "question", "Passage") if not isinstance(row.get(k), str)]
+            if missing:
+                raise DataError(path, lineno, f"missing or non-text field(s): {', '.join(missing)}")
+            try:
+                passages = parse(row["Passage"])
+            except (ValueError, SyntaxError) as e:
+                raise DataError(path, lineno, f"cannot parse Passage: {e}") from None
+            query = clean_text(row["topic"])
+            if not query:
+                raise DataError(path, lineno, "empty topic (query)")
+            out.append(Example(query=query, gold_question=clean_text(row["question"]),
+                               passages=tuple(p for p in passages if p.text), dataset=dataset,
+                               topic_id=f"q:{normalise_query(query)}"))
+    return out
+
+
+@register("paqa")
+def load_paqa(data_dir: Path) -> list[Example]:
+    return _load(Path(data_dir) / "rac" / "paqa_test.jsonl.gz", "paqa", _paqa_passages)
+
+
+@register("cambignq")
+def load_cambignq(data_dir: Path) -> list[Example]:
+    return _load(Path(data_dir) / "rac" / "cambignq_dev.jsonl.gz", "cambignq", _cambignq_passages)

@@ -134,3 +134,54 @@ def describe(cls) -> str:
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         lines.append(f"{f.name} = {default!r}  # {f.metadata.get('help', '')}")
     return "\n".join(lines)
+
+
+@dataclass
+class TrainConfig:
+    """One recipe for the whole RAC chain (`racq train all`) and each of its steps."""
+
+    base_model: str = helpfield(str(DEFAULT_BASE_MODEL), "Base causal LM folder (any local HF causal LM).")
+    adapters_dir: str = helpfield(str(ADAPTERS_DIR), "Where finished stage adapters are written.")
+    run_dir: str = helpfield(str(REPO_ROOT / "runs" / "default"), "Checkpoints, pairs and logs of this run.")
+    embedder: str = helpfield(DEFAULT_EMBEDDER, "Embedder used to rank each example's own passages.")
+    datasets: list[str] = helpfield(["paqa", "cambignq"], "Datasets with passages used for training.")
+    t1_limit: int = helpfield(0, "Use at most this many t1 examples for SFT/query-only (0 = all).")
+    t2_limit: int = helpfield(0, "Use at most this many t2 examples for preference pairs (0 = all).")
+    eval_examples: int = helpfield(16, "t1 examples held out of SFT to report an eval loss.")
+    top_k: int = helpfield(3, "Passages per prompt (ranked against the query by the embedder).")
+    passage_tokens: int = helpfield(64, "Token budget per passage in the prompt.")
+    # LoRA
+    lora_r: int = helpfield(16, "LoRA rank.")
+    lora_alpha: int = helpfield(32, "LoRA alpha.")
+    lora_dropout: float = helpfield(0.05, "LoRA dropout.")
+    target_modules: str = helpfield("all-linear", "LoRA targets: 'all-linear' or a comma list (q_proj,v_proj,...).")
+    full_finetune: bool = helpfield(False, "Train all weights instead of LoRA (GPU users; saves a full model).")
+    # SFT / query-only
+    sft_epochs: float = helpfield(1.0, "Epochs over t1 for the SFT and query-only models.")
+    sft_lr: float = helpfield(2e-4, "Learning rate for SFT and query-only LoRA.")
+    batch_size: int = helpfield(4, "Per-device batch size for SFT and DPO.")
+    grad_accum: int = helpfield(1, "Gradient accumulation steps.")
+    max_steps: int = helpfield(-1, "Stop each training step after this many optimizer steps (-1 = epochs decide).")
+    # pairs
+    alpha: float = helpfield(0.7, "Mixture: probability that a rejected token comes from the query-only model.")
+    temperature: float = helpfield(0.7, "Sampling temperature for chosen and rejected.")
+    top_p: float = helpfield(0.9, "Sampling nucleus mass.")
+    top_k_sampling: int = helpfield(50, "Sampling top-k.")
+    max_new_tokens: int = helpfield(32, "Most tokens per sampled question.")
+    tries: int = helpfield(5, "Resample up to this many times until the sample contains a '?'.")
+    chosen: str = helpfield("sample", "'sample' (an SFT sample, as RAC) or 'gold' (the gold question).")
+    gen_batch_size: int = helpfield(8, "Prompts per generate() call while building pairs.")
+    # DPO
+    beta: float = helpfield(0.2, "DPO beta (sigmoid loss).")
+    nll_weight: float = helpfield(0.5, "Weight of the NLL-on-chosen term added to the DPO loss.")
+    dpo_lr: float = helpfield(5e-5, "Learning rate for DPO.")
+    dpo_epochs: float = helpfield(1.0, "Epochs over the preference pairs.")
+    precompute_ref: bool = helpfield(False, "Compute reference log-probs once before DPO (faster per step).")
+    # runtime
+    seed: int = helpfield(0, "Seed for sampling, shuffling and LoRA init.")
+    use_cpu: bool = helpfield(True, "Train on the CPU (set false on a GPU box).")
+    bf16: bool = helpfield(False, "bf16 training (GPU only; ~14x slower on this CPU).")
+    gradient_checkpointing: bool = helpfield(False, "Trade ~30% speed for ~40% less memory.")
+    group_by_length: bool = helpfield(True, "Batch examples of similar length (less padding).")
+    save_steps: int = helpfield(20, "Checkpoint every N steps so a killed run resumes.")
+    logging_steps: int = helpfield(5, "Log losses every N steps.")

@@ -1,0 +1,93 @@
+"""Training rounds and their lineage: which votes trained which round, which round made which stage.
+
+    rid = record_round(db, "aligned-r1", "aligned", adapter_path="models/adapters/aligned-r1", config=cfg)
+    link_round_votes(db, rid, [vid for p in pairs for vid in p["vote_ids"]])
+    finish_round(db, rid, metrics={"loss": 0.41})        # status 'done' (or status="failed")
+    votes_of_round(db, rid); rounds_of_vote(db, vid)     # lineage both ways
+Candidates added later for stage 'aligned-r1' get round_id = rid automatically (see add_candidate).
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from racq.store.db import Store, StoreError, dumps, loads, one
+
+STATUSES = ("running", "done", "failed")
+
+
+def _decode(row: dict | None) -> dict | None:
+    if row is not None:
+        row["config"], row["metrics"] = loads(row["config"]), loads(row["metrics"])
+    return row
+
+
+def record_round(db: Store, stage: str, base_stage: str, *, adapter_path: str | None = None,
+                 config: dict | None = None, status: str = "running") -> int:
+    """Start a round that trains `stage` from `base_stage`; returns the round id."""
+    if not (stage or "").strip() or not (base_stage or "").strip():
+        raise StoreError("a round needs a stage name and a base stage name")
+    if status not in STATUSES:
+        raise StoreError(f"status must be one of {STATUSES}, got {status!r}")
+    with db.write() as conn:
+        finished = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')" if status != "running" else "NULL"
+        return conn.execute(
+            f"INSERT INTO training_rounds (stage, base_stage, adapter_path, config, status, finished_at) "
+            f"VALUES (?, ?, ?, ?, ?, {finished})",
+            [stage, base_stage, None if adapter_path is None else str(adapter_path), dumps(config or {}),
+             status]).lastrowid
+
+
+def finish_round(db: Store, round_id: int, *, status: str = "done", metrics: dict | None = None) -> dict:
+    """Mark a round done (or failed) with its metrics; returns the round."""
+    if status not in ("done", "failed"):
+        raise StoreError(f"a round finishes as 'done' or 'failed', not {status!r}")
+    with db.write() as conn:
+        if one(conn, "SELECT 1 AS x FROM training_rounds WHERE id = ?", [round_id]) is None:
+            raise StoreError(f"unknown training round {round_id}")
+        conn.execute("UPDATE training_rounds SET status = ?, metrics = ?, "
+                     "finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?",
+                     [status, dumps(metrics), round_id])
+        return _decode(one(conn, "SELECT * FROM training_rounds WHERE id = ?", [round_id]))
+
+
+def link_round_votes(db: Store, round_id: int, vote_ids: Iterable[int]) -> int:
+    """Record that these votes trained this round (idempotent); returns how many links are new."""
+    ids = sorted({int(v) for v in vote_ids})
+    with db.write() as conn:
+        if one(conn, "SELECT 1 AS x FROM training_rounds WHERE id = ?", [round_id]) is None:
+            raise StoreError(f"unknown training round {round_id}")
+        known = {r["id"] for r in conn.query(
+            f"SELECT id FROM votes WHERE id IN ({','.join('?' * len(ids))})", ids)} if ids else set()
+        missing = [v for v in ids if v not in known]
+        if missing:
+            raise StoreError(f"unknown vote id(s) {missing[:10]}")
+        before = conn.conn.total_changes
+        conn.conn.executemany("INSERT OR IGNORE INTO round_votes (round_id, vote_id) VALUES (?, ?)",
+                              [(round_id, v) for v in ids])
+        return conn.conn.total_changes - before
+
+
+def get_round(db: Store, round_id: int) -> dict:
+    with db.read() as conn:
+        row = _decode(one(conn, "SELECT * FROM training_rounds WHERE id = ?", [round_id]))
+    if row is None:
+        raise StoreError(f"unknown training round {round_id}")
+    return row
+
+
+def list_rounds(db: Store) -> list[dict]:
+    with db.read() as conn:
+        return [_decode(r) for r in conn.query("SELECT * FROM training_rounds ORDER BY id")]
+
+
+def votes_of_round(db: Store, round_id: int) -> list[int]:
+    with db.read() as conn:
+        return [r["vote_id"] for r in conn.query(
+            "SELECT vote_id FROM round_votes WHERE round_id = ? ORDER BY vote_id", [round_id])]
+
+
+def rounds_of_vote(db: Store, vote_id: int) -> list[int]:
+    with db.read() as conn:
+        return [r["round_id"] for r in conn.query(
+            "SELECT round_id FROM round_votes WHERE vote_id = ? ORDER BY round_id", [vote_id])]

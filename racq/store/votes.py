@@ -1,0 +1,174 @@
+"""Votes: append-only rows, idempotent on client_id; undo is a new row; preference pairs for training.
+
+    vid = record_vote(db, client_id, "ana", show.item_id, show.left_id, show.right_id, "left")
+    undo_last(db, "ana")                 # appends an 'undo' row that cancels ana's latest vote
+    rows = effective_votes(db)           # what rating.py takes: votes minus undo rows and undone votes
+    pairs = preference_pairs(db)         # chosen/rejected rows, ready for the prompt builder
+
+Outcome -> preference mapping (preference_pairs): 'left' means the left candidate is chosen and the
+right one rejected, 'right' the reverse. 'tie', 'both_bad' and 'skip' carry no preference and give no
+pair (rating.py counts 'tie' and 'both_bad' as half a win each). Votes are grouped by item: when the
+annotators of an item agree, one row carries all their vote ids; when they disagree the item is left
+out (a contradictory pair would pull DPO both ways).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Iterable
+
+from racq.store.db import Store, StoreError, annotator_id, one
+from racq.store.pool import EFFECTIVE, _query
+
+VOTE_OUTCOMES = ("left", "right", "tie", "both_bad", "skip")
+PREFERENCE_OUTCOMES = ("left", "right")
+
+# One vote row as the rest of racq sees it (rating.py, exports): ids, names and stages resolved.
+_ROW = """SELECT v.id, v.client_id, a.name AS annotator, v.item_id, i.query_id, v.left_candidate_id,
+    v.right_candidate_id, cl.stage AS left_stage, cr.stage AS right_stage, v.outcome, v.skip_reason,
+    v.rationale, v.undoes_vote_id, v.created_at, v.elapsed_ms
+    FROM {src} v JOIN annotators a ON a.id = v.annotator_id JOIN items i ON i.id = v.item_id
+    JOIN candidates cl ON cl.id = v.left_candidate_id JOIN candidates cr ON cr.id = v.right_candidate_id"""
+
+
+def record_vote(db: Store, client_id: str, annotator: str, item_id: int, left_id: int, right_id: int,
+                outcome: str, *, skip_reason: str | None = None, rationale: str | None = None,
+                elapsed_ms: int | None = None) -> int:
+    """Append one vote and return its id. Submitting the same client_id again returns the first vote's
+    id and writes nothing (a double click records once); reusing it for a different vote raises."""
+    if not client_id or not str(client_id).strip():
+        raise StoreError("client_id is required (a fresh uuid per submission)")
+    if outcome not in VOTE_OUTCOMES:
+        raise StoreError(f"outcome must be one of {VOTE_OUTCOMES}, got {outcome!r} (use undo_last to undo)")
+    with db.write() as conn:
+        aid = annotator_id(conn, annotator)
+        prior = one(conn, "SELECT * FROM votes WHERE client_id = ?", [client_id])
+        if prior is not None:
+            same = (prior["annotator_id"], prior["item_id"], prior["left_candidate_id"],
+                    prior["right_candidate_id"], prior["outcome"]) == (aid, item_id, left_id, right_id, outcome)
+            if not same:
+                raise StoreError(f"client_id {client_id!r} was already used for vote {prior['id']} "
+                                 f"with different content; each submission needs its own client_id")
+            return prior["id"]
+        item = one(conn, "SELECT cand_a, cand_b FROM items WHERE id = ?", [item_id])
+        if item is None:
+            raise StoreError(f"unknown item id {item_id}")
+        if {left_id, right_id} != {item["cand_a"], item["cand_b"]} or left_id == right_id:
+            raise StoreError(f"item {item_id} pairs candidates {item['cand_a']} and {item['cand_b']}, "
+                             f"not {left_id} and {right_id}")
+        dup = one(conn, f"WITH eff AS ({EFFECTIVE}) SELECT id FROM eff WHERE annotator_id = ? AND item_id = ?",
+                  [aid, item_id])
+        if dup is not None:
+            raise StoreError(f"{annotator} already voted on item {item_id} (vote {dup['id']}); "
+                             f"undo that vote first to change it")
+        return conn.execute(
+            "INSERT INTO votes (client_id, annotator_id, item_id, left_candidate_id, right_candidate_id, "
+            "outcome, skip_reason, rationale, elapsed_ms) VALUES (?,?,?,?,?,?,?,?,?)",
+            [client_id, aid, item_id, left_id, right_id, outcome, skip_reason, rationale,
+             None if elapsed_ms is None else int(elapsed_ms)]).lastrowid
+
+
+def undo_last(db: Store, annotator: str, client_id: str | None = None) -> dict | None:
+    """Cancel `annotator`'s most recent effective vote by appending an 'undo' row.
+
+    Returns the undone vote's row (so the UI can show that item again; next_item serves it first)
+    or None when there is nothing left to undo. Pass a client_id to make a double click undo once.
+    """
+    client_id = client_id or uuid.uuid4().hex
+    with db.write() as conn:
+        aid = annotator_id(conn, annotator)
+        prior = one(conn, "SELECT * FROM votes WHERE client_id = ?", [client_id])
+        if prior is not None:
+            if prior["outcome"] != "undo" or prior["annotator_id"] != aid:
+                raise StoreError(f"client_id {client_id!r} was already used for vote {prior['id']}")
+            return one(conn, _ROW.format(src="votes") + " WHERE v.id = ?", [prior["undoes_vote_id"]])
+        last = one(conn, f"WITH eff AS ({EFFECTIVE}) SELECT * FROM eff WHERE annotator_id = ? "
+                   "ORDER BY id DESC LIMIT 1", [aid])
+        if last is None:
+            return None
+        conn.execute("INSERT INTO votes (client_id, annotator_id, item_id, left_candidate_id, "
+                     "right_candidate_id, outcome, undoes_vote_id) VALUES (?,?,?,?,?,'undo',?)",
+                     [client_id, aid, last["item_id"], last["left_candidate_id"],
+                      last["right_candidate_id"], last["id"]])
+        return one(conn, _ROW.format(src="votes") + " WHERE v.id = ?", [last["id"]])
+
+
+def all_votes(db: Store) -> list[dict]:
+    """Every raw vote row, undo rows included, oldest first (for audits and export_votes)."""
+    with db.read() as conn:
+        return list(conn.query(_ROW.format(src="votes") + " ORDER BY v.id"))
+
+
+def effective_votes(db: Store, annotator: str | None = None) -> list[dict]:
+    """Votes that count: no undo rows, no undone votes; skips included (filter them if you need to)."""
+    with db.read() as conn:
+        sql = _ROW.format(src=f"({EFFECTIVE})")
+        if annotator is None:
+            return list(conn.query(sql + " ORDER BY v.id"))
+        return list(conn.query(sql + " WHERE a.name = ? ORDER BY v.id", [annotator]))
+
+
+def votes_for_annotator(db: Store, annotator: str) -> list[dict]:
+    """One annotator's own history, newest first: each vote with the query and both texts, `undone`
+    set on votes that were cancelled (undo rows are folded into that flag). Stages are not included:
+    reveal them explicitly with stage_of_candidate if the UI wants to."""
+    with db.read() as conn:
+        aid = annotator_id(conn, annotator)
+        return list(conn.query("""
+            SELECT v.id, v.client_id, v.item_id, q.text AS query, v.left_candidate_id, cl.text AS left_text,
+                   v.right_candidate_id, cr.text AS right_text, v.outcome, v.skip_reason, v.rationale,
+                   v.created_at, v.elapsed_ms,
+                   EXISTS (SELECT 1 FROM votes u WHERE u.undoes_vote_id = v.id) AS undone
+            FROM votes v JOIN items i ON i.id = v.item_id JOIN queries q ON q.id = i.query_id
+            JOIN candidates cl ON cl.id = v.left_candidate_id JOIN candidates cr ON cr.id = v.right_candidate_id
+            WHERE v.annotator_id = ? AND v.outcome != 'undo' ORDER BY v.id DESC""", [aid]))
+
+
+def preference_pairs(db: Store, *, stages: Iterable[str] | None = None, unused_only: bool = False) -> list[dict]:
+    """Chosen/rejected rows from effective 'left'/'right' votes, one per item (see module docstring).
+
+    Each row: item_id, query_id, query, dataset, topic_id, passages (tuple of Passage, best first),
+    chosen, rejected (texts), chosen_stage, rejected_stage, chosen_candidate_id, rejected_candidate_id,
+    vote_ids, annotators. `stages`: keep pairs whose two stages are both listed. `unused_only`: leave
+    out votes already linked to a training round (round_votes).
+    """
+    stages = set(stages) if stages is not None else None
+    with db.read() as conn:
+        conn.execute("BEGIN")
+        sql = _ROW.format(src=f"({EFFECTIVE})") + " WHERE v.outcome IN ('left', 'right')"
+        if unused_only:
+            sql += " AND NOT EXISTS (SELECT 1 FROM round_votes rv WHERE rv.vote_id = v.id)"
+        by_item: dict[int, list[dict]] = {}
+        for v in conn.query(sql + " ORDER BY v.id"):
+            if stages is None or (v["left_stage"] in stages and v["right_stage"] in stages):
+                by_item.setdefault(v["item_id"], []).append(v)
+        texts: dict[int, str] = {}
+        queries: dict[int, dict] = {}
+        out = []
+        for item_id, votes in by_item.items():
+            winners = set()
+            for v in votes:
+                left = v["outcome"] == "left"
+                v["chosen"], v["rejected"] = ((v["left_candidate_id"], v["right_candidate_id"]) if left
+                                              else (v["right_candidate_id"], v["left_candidate_id"]))
+                v["chosen_stage"], v["rejected_stage"] = ((v["left_stage"], v["right_stage"]) if left
+                                                          else (v["right_stage"], v["left_stage"]))
+                winners.add(v["chosen"])
+            if len(winners) > 1:
+                continue  # annotators disagree on this item
+            first = votes[0]
+            for cid in (first["chosen"], first["rejected"]):
+                if cid not in texts:
+                    texts[cid] = one(conn, "SELECT text FROM candidates WHERE id = ?", [cid])["text"]
+            if first["query_id"] not in queries:
+                queries[first["query_id"]] = _query(conn, first["query_id"])
+            q = queries[first["query_id"]]
+            out.append({
+                "item_id": item_id, "query_id": q["id"], "query": q["text"], "dataset": q["dataset"],
+                "topic_id": q["topic_id"], "passages": q["passages"],
+                "chosen": texts[first["chosen"]], "rejected": texts[first["rejected"]],
+                "chosen_stage": first["chosen_stage"], "rejected_stage": first["rejected_stage"],
+                "chosen_candidate_id": first["chosen"], "rejected_candidate_id": first["rejected"],
+                "vote_ids": [v["id"] for v in votes], "annotators": sorted({v["annotator"] for v in votes}),
+            })
+        return out

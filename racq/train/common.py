@@ -101,7 +101,7 @@ def trainer_args(cfg: TrainConfig, output_dir: Path, lr: float, epochs: float) -
                 train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
                 save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=1,
                 logging_steps=cfg.logging_steps, report_to=[], seed=cfg.seed, dataloader_num_workers=0,
-                disable_tqdm=not os.isatty(2), lr_scheduler_type="cosine", warmup_steps=2)
+                disable_tqdm=not os.isatty(2), lr_scheduler_type="cosine", warmup_steps=cfg.warmup_steps)
 
 
 def last_checkpoint(output_dir: Path) -> str | None:

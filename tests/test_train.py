@@ -1,0 +1,137 @@
+"""The RAC chain on a tiny random Llama: SFT and DPO steps move only the adapter, labels cover only the
+question, pairs are well-formed, and a killed `racq train all` resumes without redoing finished steps."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from racq.config import TrainConfig, load_config
+
+
+def tiny_cfg(tiny_lm, tmp_path, **kw) -> TrainConfig:
+    base = dict(base_model=str(tiny_lm), adapters_dir=str(tmp_path / "adapters"), run_dir=str(tmp_path / "run"),
+                t1_limit=10, t2_limit=4, eval_examples=2, max_steps=1, batch_size=2, tries=2,
+                max_new_tokens=6, gen_batch_size=4, chosen="gold", save_steps=1, passage_tokens=24,
+                warmup_steps=0)
+    return load_config(TrainConfig, None, {**base, **kw})
+
+
+def _state(path):
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+@pytest.fixture(scope="module")
+def chain(tiny_lm, tmp_path_factory):
+    """sft + uncond + pairs + dpo, run once for the module."""
+    from racq.train.pipeline import train_all
+
+    cfg = tiny_cfg(tiny_lm, tmp_path_factory.mktemp("chain"))
+    train_all(cfg, log=lambda *_: None)
+    return cfg
+
+
+def test_sft_writes_adapter_with_manifest_and_moves_only_lora(chain, tiny_lm):
+    sft = Path(chain.adapters_dir) / "sft"
+    manifest = json.loads((sft / "manifest.json").read_text())
+    assert manifest["split"] == "t1" and manifest["base_model"] == str(tiny_lm)
+    assert manifest["metrics"]["steps"] == 1 and manifest["data_hash"]
+    weights = _state(sft / "adapter_model.safetensors")
+    assert weights and all("lora_" in k for k in weights)
+    # LoRA B starts at zero: one optimizer step must make it non-zero
+    assert any(v.abs().sum() > 0 for k, v in weights.items() if "lora_B" in k)
+    # the base model folder is untouched (no weights written next to it)
+    assert sorted(p.name for p in Path(tiny_lm).glob("*.safetensors")) == ["model.safetensors"]
+
+
+def test_dpo_step_changes_policy_not_base_and_keeps_sft_reference(chain, tiny_lm):
+    from transformers import AutoModelForCausalLM
+
+    ad = Path(chain.adapters_dir)
+    sft, aligned = _state(ad / "sft" / "adapter_model.safetensors"), _state(ad / "aligned" / "adapter_model.safetensors")
+    assert set(sft) == set(aligned)  # same shape: aligned loads on the one base next to sft
+    assert any(not torch.equal(sft[k], aligned[k]) for k in sft)
+    manifest = json.loads((ad / "aligned" / "manifest.json").read_text())
+    assert manifest["reference_adapter"] == "sft" and manifest["kind"] == "DPO+NLL"
+    assert manifest["config"]["beta"] == 0.2 and manifest["config"]["nll_weight"] == 0.5
+    base_now = AutoModelForCausalLM.from_pretrained(tiny_lm).state_dict()
+    base_file = _state(Path(tiny_lm) / "model.safetensors")
+    assert all(torch.equal(base_now[k], v) for k, v in base_file.items() if k in base_now)
+
+
+def test_pairs_file_is_trl_ready_with_provenance(chain):
+    from racq.train.pairs import read_pairs
+
+    rows = list(read_pairs(Path(chain.run_dir) / "pairs.jsonl"))
+    assert rows, "no pairs written"
+    for r in rows:
+        assert r["prompt"][0]["role"] == "system" and r["chosen"][0]["role"] == "assistant"
+        assert r["chosen_text"] != r["rejected_text"]
+        assert r["alpha"] == 0.7 and r["source"] == "synthetic" and len(r["passage_ids"]) == 3
+        assert 0.0 <= r["rejected_uncond_share"] <= 1.0
+    stats = json.loads((Path(chain.run_dir) / "pairs.stats.json").read_text())
+    assert stats["written"] + stats["dropped_identical"] + stats["dropped_no_question"] == stats["examples"]
+
+
+def test_completion_only_labels_cover_exactly_the_question(tiny_lm, tmp_path):
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    from racq.models import load_base
+    from racq.train.sft import build_sft_records
+
+    cfg = tiny_cfg(tiny_lm, tmp_path, t1_limit=3)
+    model, tok = load_base(tiny_lm)
+    records, examples = build_sft_records(cfg, tok, query_only=False)
+    trainer = SFTTrainer(model=model, processing_class=tok, train_dataset=Dataset.from_list(records),
+                         args=SFTConfig(output_dir=str(tmp_path / "o"), completion_only_loss=True, use_cpu=True,
+                                        bf16=False, report_to=[], max_length=None))
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(records))])
+    for row, ex in zip(range(len(records)), examples):
+        labelled = batch["labels"][row][batch["labels"][row] != -100]
+        text = tok.decode(labelled)
+        assert text.replace("<|im_end|>", "").strip() == ex.gold_question
+        # and nothing of the prompt is labelled
+        assert "User Query" not in text and "Passages" not in text
+
+
+def test_killed_train_all_resumes_and_skips_finished_steps(tiny_lm, tmp_path):
+    cfg = tiny_cfg(tiny_lm, tmp_path)
+    sets = [f"--set={k}={v}" for k, v in {
+        "base_model": cfg.base_model, "adapters_dir": cfg.adapters_dir, "run_dir": cfg.run_dir, "t1_limit": 10,
+        "t2_limit": 4, "eval_examples": 2, "max_steps": 1, "batch_size": 2, "tries": 2, "max_new_tokens": 6,
+        "gen_batch_size": 4, "chosen": "gold", "passage_tokens": 24, "warmup_steps": 0}.items()]
+    cmd = [sys.executable, "-m", "racq.cli", "train", "all", *sets]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    state = Path(cfg.run_dir) / "state.json"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if state.exists() and "sft" in json.loads(state.read_text())["finished"]:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.stdout.read().decode()[-2000:]
+    os.killpg(proc.pid, signal.SIGKILL)  # kill -9 mid-chain (during uncond)
+    proc.wait()
+    sft_mtime = (Path(cfg.adapters_dir) / "sft" / "adapter_model.safetensors").stat().st_mtime
+    assert not (Path(cfg.adapters_dir) / "aligned").exists()
+    from racq.models import list_stages
+
+    assert [s.name for s in list_stages(cfg.adapters_dir)] == ["base", "sft"]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "sft: already finished" in out.stdout + out.stderr
+    assert (Path(cfg.adapters_dir) / "sft" / "adapter_model.safetensors").stat().st_mtime == sft_mtime
+    finished = json.loads(state.read_text())["finished"]
+    assert list(finished) == ["sft", "uncond", "pairs", "dpo"]
+    assert [s.name for s in list_stages(cfg.adapters_dir)] == ["base", "sft", "aligned"]

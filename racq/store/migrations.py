@@ -113,6 +113,26 @@ ALTER TABLE candidates ADD COLUMN round_id INTEGER REFERENCES training_rounds(id
 """
 
 
+# One row per (candidate, scorer settings): the automatic faithfulness score shown beside the human
+# ranking. `scorer` names the Scorer's settings (racq.store.scores.scorer_key), so scores from other
+# settings sit side by side instead of being mixed. `details` keeps the Scorer's whole dict.
+_SCORES = f"""
+CREATE TABLE candidate_scores (
+    candidate_id INTEGER NOT NULL REFERENCES candidates(id),
+    scorer TEXT NOT NULL,
+    option_support REAL,
+    hallucinated INTEGER,
+    n_options INTEGER,
+    parent_f1 REAL,
+    novel_content REAL,
+    nli_min REAL,
+    details TEXT NOT NULL DEFAULT '{{}}',
+    created_at TEXT NOT NULL DEFAULT {NOW},
+    PRIMARY KEY (candidate_id, scorer)
+);
+"""
+
+
 def _indexes(db: sqlite_utils.Database) -> None:
     # The sampler and the per-annotator views filter on these columns on every call.
     db["votes"].create_index(["annotator_id", "item_id"], index_name="votes_annotator_item")
@@ -128,6 +148,7 @@ MIGRATIONS: list[tuple[int, str, Step]] = [
     (1, "core tables: annotators, queries, passages, candidates, items, append-only votes", _CORE),
     (2, "training rounds and vote lineage", _ROUNDS),
     (3, "indexes for the sampler", _indexes),
+    (4, "automatic faithfulness scores of candidates", _SCORES),
 ]
 
 

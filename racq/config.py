@@ -60,7 +60,7 @@ class ModelConfig:
 @dataclass
 class PromptConfig:
     top_k: int = helpfield(3, "Passages per prompt.")
-    passage_tokens: int = helpfield(80, "Token budget per passage; longer passages are trimmed.")
+    passage_tokens: int = helpfield(64, "Token budget per passage; longer passages are trimmed (as in training).")
     use_chat_template: bool = helpfield(True, "Wrap the prompt in the model's chat template when it has one.")
 
 

@@ -47,7 +47,7 @@ def format_passages(passages: Sequence[Passage], top_k: int, passage_tokens: int
 
 
 def passage_prompt_messages(query: str, passages: Sequence[Passage], tokenizer=None, top_k: int = 3,
-                            passage_tokens: int = 80) -> list[dict]:
+                            passage_tokens: int = 64) -> list[dict]:
     """Chat messages for p(question | query, passages). `passages` are already ranked."""
     user = (f"User Query: {query.strip()}\n"
             f"Passages:\n{format_passages(passages, top_k, passage_tokens, tokenizer)}\n"

@@ -52,7 +52,7 @@ def _format_of(path: Path, format: str | None) -> str:
 
 
 def export_prefs(db: Store, path: str | Path, format: str | None = None, tokenizer=None, *,
-                 conversational: bool | None = None, top_k: int = 3, passage_tokens: int = 80,
+                 conversational: bool | None = None, top_k: int = 3, passage_tokens: int = 64,
                  stages: Iterable[str] | None = None, unused_only: bool = False) -> int:
     """Write the preference pairs as TRL preference rows; returns the number of rows written.
 

@@ -1,0 +1,51 @@
+"""Serve the RACQ app on http://127.0.0.1:7860 (Explore, Annotate, Leaderboard, Feedback).
+
+    python app.py                                   # or: make demo
+    python app.py --port 7861 --db /tmp/racq.db
+    python app.py --config recipes/app.yaml --set users_file=annotations/users.yaml
+
+--config takes a YAML file of racq.ui.AppConfig settings; --set key=value overrides any of them.
+The app binds 127.0.0.1 unless --host says otherwise; --share (a public Gradio link) is off by default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--port", type=int, help="port (default 7860)")
+    p.add_argument("--host", help="interface to bind (default 127.0.0.1)")
+    p.add_argument("--db", help="annotation database file (default annotations/racq.db)")
+    p.add_argument("--config", help="YAML file of AppConfig settings")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting")
+    p.add_argument("--share", action="store_true", help="also open a public Gradio share link")
+    args = p.parse_args(argv)
+
+    from racq.config import load_config
+    from racq.ui import AppConfig, launch
+
+    overrides = list(args.set)
+    for key in ("port", "host", "db"):
+        if getattr(args, key) is not None:
+            overrides.append(f"{key}={getattr(args, key)}")
+    if args.share:
+        overrides.append("share=true")
+    try:
+        cfg = load_config(AppConfig, args.config, overrides)
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    launch(cfg)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

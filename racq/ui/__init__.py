@@ -1,0 +1,283 @@
+"""The RACQ web app: Explore (stages side by side), Annotate (blind pairwise votes), and, when their
+modules are present, Leaderboard and Feedback training.
+
+    python app.py                                  # http://127.0.0.1:7860 (make demo does this)
+    python app.py --port 7861 --db /tmp/racq.db --config recipes/app.yaml
+
+    from racq.ui import AppConfig, build_app
+    demo = build_app(AppConfig(db="/tmp/racq.db"))  # a gr.Blocks; launch(cfg) adds the hotkeys
+
+Every screen is a module with `build(ctx)`, called inside its gr.Tab. `ctx` is an AppContext:
+    ctx.cfg (AppConfig), ctx.db (racq.store.Store), ctx.db_path,
+    ctx.asker()          the Asker, loaded once on first use (thread-safe), or preloaded at launch
+    ctx.stages()         visible stage names on disk (no model load); ctx.reload_stages() after a round
+    ctx.user(request) / ctx.role(request) / ctx.is_admin(request)   who signed in on Annotate in that
+                         browser session (`request`: the handler's gr.Request); ctx.session: same, as gr.State
+    ctx.train_cfg        TrainConfig from cfg.train_config, or None
+A build() may return {"refresh": fn, "refresh_outputs": [...]} (or "outputs"): the shell calls it
+when the tab is opened.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from racq.config import DB_PATH, GenConfig, ModelConfig, PromptConfig, helpfield
+
+log = logging.getLogger(__name__)
+
+# Four queries from the test split of PaQa and CAmbigNQ (never trained on).
+EXAMPLES = ["When did the kim family come to power?", "Who died in the movie fast and furious 7?",
+            "How many seats in rajya sabha in assam?", "When did the song angel first come out?"]
+
+
+def _default(cls, name):
+    return next(f.default for f in dataclasses.fields(cls) if f.name == name)
+
+
+@dataclass
+class AppConfig:
+    db: str = helpfield(str(DB_PATH), "SQLite file of annotators, candidates and votes (created if missing).")
+    base_model: str = helpfield(_default(ModelConfig, "base_model"), "Base causal LM folder.")
+    adapters_dir: str = helpfield(_default(ModelConfig, "adapters_dir"), "Folder of stage adapters.")
+    embedder: str = helpfield(_default(ModelConfig, "embedder"), "Sentence-transformers model (retrieval).")
+    dtype: str = helpfield(_default(ModelConfig, "dtype"), "Torch dtype of the base model.")
+    threads: int = helpfield(0, "torch.set_num_threads; 0 = torch's default.")
+    stages: list[str] = helpfield([], "Stages to show and annotate (empty = every stage on disk).")
+    index_dir: str = helpfield("", "Passage index folder (empty = racq.retrieval's default).")
+    check_index: bool = helpfield(True, "Rebuild the index when the corpus or embedder changed; false = "
+                                        "use the index on disk as it is (fast start, tests).")
+    k: int = helpfield(3, "Passages retrieved by default in Explore.")
+    k_max: int = helpfield(10, "Largest k the Explore slider offers.")
+    prompt_k: int = helpfield(_default(PromptConfig, "top_k"), "Passages that go into the prompt.")
+    max_new_tokens: int = helpfield(_default(GenConfig, "max_new_tokens"), "Most tokens per question.")
+    score: bool = helpfield(True, "Score each question's faithfulness in Explore.")
+    preload: bool = helpfield(True, "Load the model in the background at launch (first query is fast).")
+    users_file: str = helpfield("", "YAML file of annotators with salted-hashed tokens (see racq.ui.users); "
+                                    "empty = anyone signs in with a name.")
+    overlap: float = helpfield(0.2, "Share of items that get a second annotator (agreement).")
+    reveal_after_vote: bool = helpfield(True, "After a vote, show which stages the two questions came from.")
+    examples: list[str] = helpfield(EXAMPLES, "Example queries offered under the Explore box.")
+    host: str = helpfield("127.0.0.1", "Interface to bind; 0.0.0.0 exposes the app to your network.")
+    port: int = helpfield(7860, "Port to serve on.")
+    share: bool = helpfield(False, "Gradio share link (needs internet; off by default).")
+    train_config: str = helpfield("", "YAML of TrainConfig settings for rounds started on the Feedback "
+                                      "screen (empty = defaults with this app's base model and adapters).")
+    title: str = helpfield("RACQ: faithful clarifying questions", "Browser tab title.")
+
+    def model_config(self) -> ModelConfig:
+        return ModelConfig(base_model=self.base_model, embedder=self.embedder, adapters_dir=self.adapters_dir,
+                           dtype=self.dtype, threads=self.threads)
+
+    def prompt_config(self) -> PromptConfig:
+        return PromptConfig(top_k=self.prompt_k)
+
+    def gen_config(self) -> GenConfig:
+        return GenConfig(max_new_tokens=self.max_new_tokens)
+
+    def retrieval_config(self):
+        from racq.retrieval import RetrievalConfig
+
+        rc = RetrievalConfig(embedder=self.embedder, k=self.k)
+        if self.index_dir:
+            rc.index_dir = self.index_dir
+        return rc
+
+
+def load_asker(cfg: AppConfig):
+    """The Asker the app uses: base model + adapters, the index, and the faithfulness scorer."""
+    from racq import retrieval
+    from racq.service import Asker
+
+    rc = cfg.retrieval_config()
+    index = retrieval.load_or_build(rc) if cfg.check_index else retrieval.Index.load(rc.index_dir, cfg=rc)
+    return Asker.load(cfg.model_config(), cfg.prompt_config(), rc, with_scorer=cfg.score, index=index)
+
+
+@dataclass
+class AppContext:
+    """What every screen's build(ctx) gets.
+
+    asker(): the Asker, loaded once on first use (thread-safe); a failed load raises again on the next
+    call, so a missing model never kills the annotation screens. stages(): visible stage names on
+    disk (no model load); reload_stages() re-reads them and drops the loaded Asker so the next query
+    loads the new adapters. user(request)/role(request)/is_admin(request): who signed in on the
+    Annotate tab in this browser session (server-side; `session` is the same as a gr.State).
+    """
+
+    cfg: AppConfig
+    db: object  # racq.store.Store
+    session: object = None  # gr.State: {"name", "role"} after sign-in, else None
+    asker_factory: Callable[[], object] | None = None
+    _asker: object = field(default=None, repr=False)
+    _stages: list[str] | None = field(default=None, repr=False)
+    _users: dict = field(default_factory=dict, repr=False)  # gradio session_hash -> {"name", "role"}
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+
+    @property
+    def db_path(self) -> Path:
+        return Path(self.db.path)
+
+    @property
+    def asker_loaded(self) -> bool:
+        return self._asker is not None
+
+    @property
+    def train_cfg(self):
+        """TrainConfig for feedback rounds: cfg.train_config YAML, else defaults (None lets the screen decide)."""
+        if not self.cfg.train_config:
+            return None
+        from racq.config import TrainConfig, load_config
+
+        return load_config(TrainConfig, self.cfg.train_config)
+
+    def asker(self):
+        if self._asker is None:
+            with self._lock:
+                if self._asker is None:
+                    self._asker = (self.asker_factory or (lambda: load_asker(self.cfg)))()
+        return self._asker
+
+    def stages(self) -> list[str]:
+        if self._stages is None:
+            self._stages = stage_names(self.cfg)
+        return list(self._stages)
+
+    def reload_stages(self) -> list[str]:
+        with self._lock:
+            self._stages = None
+            if self.asker_factory is None:  # an injected Asker cannot be rebuilt; a loaded one can
+                self._asker = None
+        return self.stages()
+
+    # -- who is signed in (set by the Annotate screen)
+    def set_user(self, request, user: dict | None) -> None:
+        key = getattr(request, "session_hash", None)
+        if key:
+            with self._lock:
+                if user is None:
+                    self._users.pop(key, None)
+                else:
+                    self._users[key] = dict(user)
+
+    def user(self, request) -> dict | None:
+        return self._users.get(getattr(request, "session_hash", None) or "")
+
+    def role(self, request) -> str | None:
+        u = self.user(request)
+        return u["role"] if u else None
+
+    def is_admin(self, request) -> bool:
+        return self.role(request) == "admin"
+
+
+def stage_names(cfg: AppConfig) -> list[str]:
+    """Visible stages on disk in display order (no model load), limited to cfg.stages when set."""
+    from racq.models import list_stages
+
+    names = [s.name for s in list_stages(cfg.adapters_dir)]
+    return [s for s in names if s in cfg.stages] if cfg.stages else names
+
+
+# Optional screens written separately: (tab title, module, elem_id). Each module has build(ctx).
+OPTIONAL_SCREENS = [("Leaderboard", "racq.ui.leaderboard", "tab-leaderboard"),
+                    ("Feedback training", "racq.ui.feedback", "tab-feedback")]
+
+
+def make_context(cfg: AppConfig | None = None, asker=None) -> AppContext:
+    from racq.store import open_db
+
+    cfg = cfg or AppConfig()
+    ctx = AppContext(cfg, open_db(cfg.db))
+    if callable(asker) and not hasattr(asker, "ask"):
+        ctx.asker_factory = asker
+    elif asker is not None:
+        ctx._asker = asker
+    return ctx
+
+
+def build_app(cfg: AppConfig | None = None, asker=None, ctx: AppContext | None = None):
+    """The gr.Blocks of the whole app. `asker`: a loaded Asker, or a zero-argument factory for one."""
+    import gradio as gr
+
+    from racq.ui import annotate, explore
+
+    ctx = ctx or make_context(cfg, asker)
+    with gr.Blocks(title=ctx.cfg.title, analytics_enabled=False) as demo:
+        ctx.session = gr.State(None)
+        gr.Markdown(f"## {ctx.cfg.title}")
+        with gr.Tabs():
+            with gr.Tab("Explore", id="explore", elem_id="tab-explore"):
+                explore.build(ctx)
+            with gr.Tab("Annotate", id="annotate", elem_id="tab-annotate"):
+                annotate.build(ctx)
+            for title, modname, elem_id in OPTIONAL_SCREENS:
+                try:
+                    mod = importlib.import_module(modname)
+                except ModuleNotFoundError as e:
+                    if e.name == modname:
+                        continue  # that screen is not installed yet: the app works without it
+                    raise
+                with gr.Tab(title, id=elem_id.removeprefix("tab-"), elem_id=elem_id) as tab:
+                    try:
+                        handle = mod.build(ctx)
+                    except Exception as e:  # one broken screen must not take annotation down
+                        log.exception("screen %s failed to build", modname)
+                        gr.Markdown(f"This screen failed to load: `{type(e).__name__}: {e}`")
+                        continue
+                _refresh_on_select(tab, handle)
+    demo.racq_context = ctx  # for tests and embedding
+    return demo
+
+
+def _refresh_on_select(tab, handle) -> None:
+    """Fill a screen when its tab is opened (not on page load: stage names stay off the page until a
+    person asks for them, and the leaderboard's bootstrap only runs when someone looks)."""
+    if not isinstance(handle, dict) or not callable(handle.get("refresh")):
+        return
+    outputs = handle.get("refresh_outputs") or ([handle["summary"]] if "summary" in handle else handle.get("outputs"))
+    if outputs:
+        tab.select(handle["refresh"], None, outputs, api_visibility="private")
+
+
+def private_paths(cfg: AppConfig) -> list[str]:
+    """Folders and files the web server must never hand out (passed as blocked_paths)."""
+    rc = cfg.retrieval_config()
+    # The DB file and SQLite's side files, not its folder: a DB in /tmp must not block Gradio's own cache.
+    paths = [cfg.db] + [cfg.db + suffix for suffix in ("-wal", "-shm", "-journal")]
+    paths += [cfg.base_model, cfg.adapters_dir, rc.index_dir]
+    if cfg.users_file:
+        paths.append(cfg.users_file)
+    return [str(Path(p).expanduser().resolve()) for p in paths if p]
+
+
+def launch(cfg: AppConfig | None = None, asker=None, **launch_kw):
+    """Build and serve the app (blocks until stopped). Gradio 6: head/css go to launch()."""
+    from racq.ui.theme import CSS, HOTKEYS_JS
+
+    cfg = cfg or AppConfig()
+    demo = build_app(cfg, asker)
+    ctx = demo.racq_context
+    if cfg.preload and not ctx.asker_loaded:
+        def _preload():
+            try:
+                ctx.asker()
+            except Exception as e:  # Explore shows the same error when someone asks
+                log.warning("model not loaded at start: %s", e)
+        threading.Thread(target=_preload, name="racq-preload", daemon=True).start()
+    demo.queue(default_concurrency_limit=4)
+    kw = dict(server_name=cfg.host, server_port=cfg.port, share=cfg.share, head=HOTKEYS_JS, css=CSS,
+              blocked_paths=private_paths(cfg), allowed_paths=[], ssr_mode=False, mcp_server=False,
+              show_error=False, run_history=False)  # no copies of votes/rationales kept in the browser
+    kw.update(launch_kw)
+    return demo.launch(**kw)
+
+
+__all__ = ["AppConfig", "AppContext", "EXAMPLES", "build_app", "launch", "load_asker", "make_context",
+           "private_paths", "stage_names"]

@@ -1,0 +1,253 @@
+"""Annotate: blind pairwise faithfulness votes. Sign in, read the query and its passages, compare two
+clarifying questions, press a key.
+
+    python app.py                 # Annotate tab; python -m racq.ui.users ... turns on tokens
+
+Keys: 1 left better, 2 right better, 3 both good / tie, 4 both bad, S skip (pick a reason first),
+U undo (the item comes back). Guidelines: annotations/guidelines.md (one click away on the screen).
+
+Blindness: which stage wrote which question lives only in the server-side gr.State (candidate ids)
+and in the database; the browser gets the two texts and an opaque per-showing id. The stages are
+revealed for an item only after its vote is recorded (cfg.reveal_after_vote).
+
+Double submits: each showing gets a fresh uuid, which is the vote's client_id. The browser sends it
+back with the vote; a second click carrying the same id records nothing (the store is idempotent on
+client_id, and this session remembers the ids it has already used). Gradio also drops clicks while
+the first one is pending. All annotate events share one queue slot, so one session's votes are
+applied in order.
+"""
+
+# No `from __future__ import annotations` here: Gradio reads the handlers' `request: gr.Request` hints
+# at runtime (typing.get_type_hints), and `gr` is imported inside build().
+import time
+import uuid
+
+from racq.config import REPO_ROOT
+from racq.store import (StoreError, add_annotator, get_annotator, next_item, progress, record_vote,
+                        stage_of_candidate, undo_last, votes_for_annotator)
+from racq.ui.render import esc, message_html, passages_html, table_html
+from racq.ui.users import SignInError, check_sign_in, load_users
+
+GUIDELINES = REPO_ROOT / "annotations" / "guidelines.md"
+# outcome, button label, key, elem_id (racq.ui.theme.KEYS maps the keys to the same ids)
+OUTCOMES = [("left", "Left is better [1]", "vote-left"), ("right", "Right is better [2]", "vote-right"),
+            ("tie", "Both good / tie [3]", "vote-tie"), ("both_bad", "Both bad [4]", "vote-bad")]
+LABELS = {"left": "left is better", "right": "right is better", "tie": "both good / tie",
+          "both_bad": "both bad", "skip": "skipped"}
+SKIP_REASONS = ["passages do not help", "I do not understand the query", "questions say the same thing",
+                "cannot judge / other"]
+KEEP_SHOWINGS = 50  # per session: enough to recognise late double clicks, small enough to forget
+
+
+def guidelines_text() -> str:
+    try:
+        return GUIDELINES.read_text(encoding="utf-8")
+    except OSError:
+        return "Guidelines are missing (annotations/guidelines.md)."
+
+
+def _stages(ctx):
+    return ctx.cfg.stages or None
+
+
+def new_state() -> dict:
+    return {"shown": {}, "used": []}  # shown: token -> item showing; used: tokens already submitted
+
+
+# ---------------------------------------------------------------- pure-ish handlers (return dicts of values)
+def sign_in(ctx, users, name: str, token: str) -> dict:
+    """{"name", "role"} or raise SignInError; creates the annotator row on first sign-in."""
+    role = check_sign_in(users, name, token)
+    name = name.strip()
+    try:
+        row = get_annotator(ctx.db, name)
+        if row is None:
+            row = add_annotator(ctx.db, name, role)
+    except StoreError as e:
+        raise SignInError(str(e)) from None
+    return {"name": name, "role": role if users is not None else row["role"]}
+
+
+def show_next(ctx, user: dict, st: dict) -> dict:
+    """The next item for `user`, registered in `st` under a fresh token. Keys: item, left, right,
+    shown, progress, redo. Only texts go out; candidate ids stay in `st`."""
+    show = next_item(ctx.db, user["name"], overlap=ctx.cfg.overlap, stages=_stages(ctx))
+    out = {"progress": progress_html(ctx, user), "redo": False}
+    if show is None:
+        out.update(item=message_html("Nothing left to annotate: thank you! New candidates appear here "
+                                     "when the pool grows."), left="", right="", shown="")
+        return out
+    token = uuid.uuid4().hex
+    st["shown"][token] = {"item_id": show.item_id, "left_id": show.left_id, "right_id": show.right_id,
+                          "t": time.monotonic()}
+    while len(st["shown"]) > KEEP_SHOWINGS:
+        st["shown"].pop(next(iter(st["shown"])))
+    item = (f"<div class='racq-label'>Query</div><div class='racq-query'>{esc(show.query)}</div>"
+            + passages_html(show.passages))
+    out.update(item=item, shown=token, redo=show.redo,
+               left=f"<div class='racq-label'>Left [1]</div><div class='racq-cand'>{esc(show.left_text)}</div>",
+               right=f"<div class='racq-label'>Right [2]</div><div class='racq-cand'>{esc(show.right_text)}</div>")
+    return out
+
+
+def vote(ctx, user: dict, st: dict, token: str, outcome: str, rationale: str = "", reason: str | None = None):
+    """Record one vote for the showing `token`. Returns (recorded: bool, message, reveal html)."""
+    show = st["shown"].get(token or "")
+    if token in st["used"]:
+        return False, "already recorded (double click ignored)", None
+    if show is None:
+        return False, "this item is no longer on screen; it was reloaded", None
+    if outcome == "skip" and not reason:
+        return False, "pick a reason before skipping (the options under the vote buttons)", None
+    elapsed = int((time.monotonic() - show["t"]) * 1000)
+    record_vote(ctx.db, token, user["name"], show["item_id"], show["left_id"], show["right_id"], outcome,
+                skip_reason=reason if outcome == "skip" else None, rationale=(rationale or "").strip() or None,
+                elapsed_ms=elapsed)
+    st["used"] = (st["used"] + [token])[-KEEP_SHOWINGS:]
+    reveal = None
+    if ctx.cfg.reveal_after_vote:
+        left, right = (stage_of_candidate(ctx.db, show[k]) for k in ("left_id", "right_id"))
+        reveal = (f"<div>Recorded: <b>{esc(LABELS[outcome])}</b>. That pair was left = <b>{esc(left)}</b>, "
+                  f"right = <b>{esc(right)}</b>.</div>")
+    what = f"skipped ({reason})" if outcome == "skip" else LABELS[outcome]
+    return True, f"recorded: {what}", reveal
+
+
+def undo(ctx, user: dict, st: dict, token: str):
+    """Undo the user's latest vote (once per showing token). Returns (done: bool, message)."""
+    if token:  # one undo per showing: a double click sends the same token twice
+        key = f"undo-{token}"
+        if key in st["used"]:
+            return False, "already undone (double click ignored)"
+    else:  # nothing on screen (all done): nothing to tie the click to
+        key = f"undo-{uuid.uuid4().hex}"
+    undone = undo_last(ctx.db, user["name"], client_id=key)
+    st["used"] = (st["used"] + [key])[-KEEP_SHOWINGS:]
+    if undone is None:
+        return False, "nothing to undo"
+    return True, f"undid your vote ({LABELS.get(undone['outcome'], undone['outcome'])}): that item is back"
+
+
+def progress_html(ctx, user: dict) -> str:
+    p = progress(ctx.db, user["name"], _stages(ctx))
+    skipped = f", {p['skipped']} skipped" if p["skipped"] else ""
+    return (f"<div class='racq-progress'><progress value='{p['done']}' max='{max(p['total'], 1)}'></progress>"
+            f"<div>{p['done']} / {p['total']} done{skipped}</div></div>")
+
+
+def my_votes_html(ctx, user: dict, limit: int = 50) -> str:
+    """This annotator's own votes only (newest first), undone ones struck through; no stages."""
+    rows = votes_for_annotator(ctx.db, user["name"])[:limit]
+    if not rows:
+        return message_html("no votes yet", "pending")
+    return table_html(["when", "query", "left", "right", "vote", "note"],
+                      [[r["created_at"], r["query"], r["left_text"], r["right_text"], LABELS.get(r["outcome"], r["outcome"]),
+                        r["skip_reason"] or r["rationale"] or ""] for r in rows],
+                      ["racq-undone" if r["undone"] else "" for r in rows])
+
+
+# ---------------------------------------------------------------- the screen
+def build(ctx) -> None:
+    """The Annotate screen, built inside the caller's gr.Tab."""
+    import gradio as gr
+
+    users = load_users(ctx.cfg.users_file) if ctx.cfg.users_file else None  # a bad file fails at start
+    st = gr.State(None)
+    with gr.Column(visible=True) as signin_box:
+        gr.Markdown("Sign in to compare clarifying questions. You only ever see your own votes.")
+        with gr.Row():
+            name = gr.Textbox(label="Your name", elem_id="ann-name", max_lines=1, scale=3)
+            token = gr.Textbox(label="Token", type="password", elem_id="ann-token", max_lines=1,
+                               visible=users is not None, scale=3)
+            signin_btn = gr.Button("Sign in", variant="primary", elem_id="ann-signin", scale=1)
+        signin_msg = gr.HTML(elem_id="ann-signin-msg")
+    with gr.Column(visible=False) as work_box:
+        with gr.Row():
+            who = gr.HTML(elem_id="ann-who")
+            prog = gr.HTML(elem_id="ann-progress")
+            signout_btn = gr.Button("Sign out", size="sm", elem_id="ann-signout", scale=0)
+        with gr.Accordion("Guidelines: what counts as faithful, and the keys", open=False):
+            gr.Markdown(guidelines_text())
+        item = gr.HTML(elem_id="ann-item")
+        with gr.Row(equal_height=True):
+            left = gr.HTML(elem_id="ann-left")
+            right = gr.HTML(elem_id="ann-right")
+        with gr.Row():
+            buttons = {o: gr.Button(label, elem_id=eid, variant="secondary") for o, label, eid in OUTCOMES}
+        with gr.Row():
+            reason = gr.Radio(SKIP_REASONS, value=None, label="Skip reason", elem_id="ann-skip-reason", scale=4)
+            skip_btn = gr.Button("Skip [S]", elem_id="vote-skip", scale=1)
+            undo_btn = gr.Button("Undo [U]", elem_id="vote-undo", scale=1)
+        rationale = gr.Textbox(label="Why? (optional, saved with your next vote)", elem_id="ann-rationale",
+                               max_lines=3)
+        shown = gr.Textbox(visible=False, elem_id="ann-shown")  # opaque id of the showing; no stage in it
+        status = gr.HTML(elem_id="ann-status")
+        reveal = gr.HTML(elem_id="ann-reveal")
+        with gr.Accordion("My votes", open=False):
+            mine = gr.HTML(elem_id="ann-mine")
+
+    screen = [st, item, left, right, shown, prog, status, reveal, rationale, reason, mine]
+    queue = dict(concurrency_id="annotate", concurrency_limit=1)
+
+    def refresh(user, state, message="", reveal_html=None, clear_inputs=True):
+        out = show_next(ctx, user, state)
+        note = " (the item you undid)" if out["redo"] else ""
+        return {st: state, item: out["item"], left: out["left"], right: out["right"], shown: out["shown"],
+                prog: out["progress"], status: message_html(message + note) if message or note else "",
+                reveal: reveal_html if reveal_html is not None else gr.skip(),
+                rationale: "" if clear_inputs else gr.skip(), reason: None if clear_inputs else gr.skip(),
+                mine: my_votes_html(ctx, user)}
+
+    def annotate_sign_in(n, t, request: gr.Request):
+        try:
+            user = sign_in(ctx, users, n, t)
+        except SignInError as e:
+            return {signin_msg: message_html(str(e), "error"), token: ""}
+        ctx.set_user(request, user)
+        out = refresh(user, new_state(), reveal_html="")
+        role = " (admin)" if user["role"] == "admin" else ""
+        out.update({ctx.session: user, signin_box: gr.update(visible=False), work_box: gr.update(visible=True),
+                    who: f"<div>Signed in as <b>{esc(user['name'])}</b>{esc(role)}</div>",
+                    signin_msg: "", token: ""})
+        return out
+
+    def annotate_sign_out(request: gr.Request):
+        ctx.set_user(request, None)
+        return {ctx.session: None, st: None, signin_box: gr.update(visible=True),
+                work_box: gr.update(visible=False), item: "", left: "", right: "", shown: "", reveal: ""}
+
+    def make_vote(outcome):
+        def handler(token_, rat, why, user, state):
+            if not user or state is None:
+                return {status: message_html("sign in first", "error")}
+            try:
+                ok, msg, rev = vote(ctx, user, state, token_, outcome, rat, why)
+            except StoreError as e:
+                return {status: message_html(f"not saved: {e}", "error")}
+            if not ok:
+                return {status: message_html(msg, "error" if "reason" in msg else "pending")}
+            return refresh(user, state, msg, rev)
+        handler.__name__ = f"annotate_{outcome}"
+        return handler
+
+    def annotate_undo(token_, user, state):
+        if not user or state is None:
+            return {status: message_html("sign in first", "error")}
+        try:
+            ok, msg = undo(ctx, user, state, token_)
+        except StoreError as e:
+            return {status: message_html(f"not undone: {e}", "error")}
+        if not ok:
+            return {status: message_html(msg, "pending")}
+        return refresh(user, state, msg, reveal_html="")
+
+    sign_outputs = screen + [ctx.session, signin_box, work_box, who, signin_msg, token]
+    signin_btn.click(annotate_sign_in, [name, token], sign_outputs, api_name="annotate_sign_in", **queue)
+    name.submit(annotate_sign_in, [name, token], sign_outputs, api_visibility="private", **queue)
+    token.submit(annotate_sign_in, [name, token], sign_outputs, api_visibility="private", **queue)
+    signout_btn.click(annotate_sign_out, None, sign_outputs, api_name="annotate_sign_out", **queue)
+    vote_inputs = [shown, rationale, reason, ctx.session, st]
+    for outcome, btn in buttons.items():
+        btn.click(make_vote(outcome), vote_inputs, screen, api_name=f"annotate_{outcome}", **queue)
+    skip_btn.click(make_vote("skip"), vote_inputs, screen, api_name="annotate_skip", **queue)
+    undo_btn.click(annotate_undo, [shown, ctx.session, st], screen, api_name="annotate_undo", **queue)

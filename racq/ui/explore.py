@@ -1,0 +1,159 @@
+"""Explore: type a query, see the retrieved passages and one clarifying question per stage, side by side,
+each with its faithfulness scores and the passage sentence that supports each option it offers.
+
+    python app.py        # then open the Explore tab (the default)
+
+API (named endpoint, streams stage by stage):
+    from gradio_client import Client
+    Client("http://127.0.0.1:7860/").predict("who played wolverine", 3, api_name="/explore_ask")
+
+The handler is a generator: the passages show first, then each stage's card fills as it is generated.
+Each stage is asked on its own, so a stage that fails shows its error while the others still answer.
+"""
+
+from __future__ import annotations
+
+import time
+
+from racq.data import Passage
+from racq.service import BadQuery, clean_query
+from racq.ui.render import esc, mark_words, message_html, passages_html
+
+METRICS = [("option_support", "option support", "{:.2f}"), ("hallucinated", "hallucinated", None),
+           ("novel_content", "novel content", "{:.2f}"), ("parent_f1", "PARENT F1", "{:.2f}"),
+           ("nli_min", "NLI min", "{:.2f}")]
+
+
+def stages_to_ask(ctx, asker) -> list[str]:
+    """Loaded stages plus the ones that failed to load (shown as errors), limited to cfg.stages."""
+    names = list(asker.stages) + [s for s in getattr(asker.stage_model, "errors", {}) if s not in asker.stages]
+    return [s for s in names if not ctx.cfg.stages or s in ctx.cfg.stages]
+
+
+def ask_stage(ctx, asker, query: str, k: int, stage: str) -> tuple[dict, list[dict] | None]:
+    """One stage's card data and the retrieved passages: {"question", "scores"|"score_error"} or {"error"}."""
+    try:
+        r = asker.ask(query, k=k, stages=[stage], gen=ctx.cfg.gen_config())
+    except BadQuery:
+        raise
+    except Exception as e:  # noqa: BLE001 - shown in that stage's card, the others go on
+        return {"error": f"{type(e).__name__}: {e}"}, None
+    if stage in r.get("errors", {}):
+        return {"error": r["errors"][stage]}, r["passages"]
+    card = {"question": r["questions"].get(stage, "")}
+    if getattr(asker, "scorer", None) is not None and card["question"]:
+        try:
+            passages = [Passage(p["title"], p["text"]) for p in r["passages"][:ctx.cfg.prompt_k]]
+            card["scores"] = asker.scorer.score(r["query"], passages, card["question"])
+        except Exception as e:  # noqa: BLE001 - keep the question, say why scores are missing
+            card["score_error"] = f"{type(e).__name__}: {e}"
+    return card, r["passages"]
+
+
+def _option_html(opt: dict, passages: list[dict]) -> str:
+    from racq.options import norm_word
+
+    text = esc(opt.get("text", ""))
+    if not opt.get("supported"):
+        return f"<li class='bad'>{text} <span class='racq-support'>not found in the passages</span></li>"
+    pi = opt.get("passage_index")
+    title = passages[pi]["title"] if pi is not None and pi < len(passages) else ""
+    sentence = mark_words(opt.get("sentence", ""), opt.get("core", []), norm_word)
+    how = esc(opt.get("how") or "")
+    where = f"passage {pi + 1}" if pi is not None else "a passage"
+    return (f"<li class='ok'>{text} <span class='racq-support'>{esc(where)} <b>{esc(title)}</b> ({how}): "
+            f"…{sentence}…</span></li>")
+
+
+def card_html(stage: str, card: dict | None, passages: list[dict]) -> str:
+    head = f"<h4>{esc(stage)}</h4>"
+    if card is None:
+        return f"<div class='racq-card' data-stage='{esc(stage)}'>{head}{message_html('generating…', 'pending')}</div>"
+    if "error" in card:
+        body = message_html(f"unavailable: {card['error']}", "error")
+        return f"<div class='racq-card' data-stage='{esc(stage)}'>{head}{body}</div>"
+    q = card.get("question") or ""
+    body = [f"<div class='racq-question'>{esc(q) if q else message_html('(the model produced no question)', 'pending')}</div>"]
+    scores = card.get("scores")
+    if scores:
+        cells = []
+        for key, label, fmt in METRICS:
+            if key in scores:
+                val = scores[key]
+                shown = ("yes" if val else "no") if fmt is None else fmt.format(val)
+                cells.append(f"<span>{esc(label)}: <b>{esc(shown)}</b></span>")
+        body.append(f"<div class='racq-metrics'>{''.join(cells)}</div>")
+        opts = scores.get("options") or []
+        if opts:
+            body.append("<div class='racq-label'>Options offered</div><ul class='racq-options'>"
+                        + "".join(_option_html(o, passages) for o in opts) + "</ul>")
+        else:
+            body.append("<div class='racq-metrics'>no options offered</div>")
+    elif card.get("score_error"):
+        body.append(message_html(f"scores unavailable: {card['score_error']}", "error"))
+    return f"<div class='racq-card' data-stage='{esc(stage)}'>{head}{''.join(body)}</div>"
+
+
+def cards_html(stages: list[str], cards: dict, passages: list[dict]) -> str:
+    return "<div class='racq-cards'>" + "".join(card_html(s, cards.get(s), passages) for s in stages) + "</div>"
+
+
+def run_query(ctx, query, k):
+    """Generator of (status, passages_html, cards_html): one update per step, stage by stage."""
+    t0 = time.perf_counter()
+    try:
+        query, notes = clean_query(query)
+    except BadQuery as e:
+        yield message_html(str(e), "error"), "", ""
+        return
+    k = max(1, min(int(k or ctx.cfg.k), ctx.cfg.k_max))
+    if not ctx.asker_loaded:
+        yield message_html("loading the models (first query only)…", "pending"), "", ""
+    try:
+        asker = ctx.asker()
+    except Exception as e:  # noqa: BLE001 - e.g. the base model or the index is missing
+        yield message_html(f"the models could not be loaded: {type(e).__name__}: {e}", "error"), "", ""
+        return
+    stages = stages_to_ask(ctx, asker)
+    cards: dict = {}
+    passages: list[dict] = []
+    note = "".join(f" ({esc(n)})" for n in notes)
+    for i, stage in enumerate(stages):
+        status = message_html(f"generating {stage} ({i + 1}/{len(stages)})…", "pending")
+        yield status, passages_html(passages, ctx.cfg.prompt_k), cards_html(stages, cards, passages)
+        try:
+            cards[stage], got = ask_stage(ctx, asker, query, k, stage)
+        except BadQuery as e:
+            yield message_html(str(e), "error"), "", ""
+            return
+        passages = got if got is not None else passages
+    secs = time.perf_counter() - t0
+    status = f"<div>{len(stages)} stages, {len(passages)} passages, {secs:.1f} s{note}</div>"
+    yield status, passages_html(passages, ctx.cfg.prompt_k), cards_html(stages, cards, passages)
+
+
+def build(ctx) -> None:
+    """The Explore screen, built inside the caller's gr.Tab."""
+    import gradio as gr
+
+    cfg = ctx.cfg
+    with gr.Row():
+        query = gr.Textbox(label="Query", placeholder="e.g. who played wolverine", elem_id="explore-query",
+                           scale=5, max_lines=2)
+        k = gr.Slider(1, cfg.k_max, value=min(cfg.k, cfg.k_max), step=1, label="Passages (k)",
+                      elem_id="explore-k", scale=2)
+        ask = gr.Button("Ask", variant="primary", elem_id="explore-ask", scale=1)
+    if cfg.examples:
+        gr.Examples([[e] for e in cfg.examples], inputs=[query], label="Example queries (test split)")
+    status = gr.HTML(elem_id="explore-status")
+    cards = gr.HTML(elem_id="explore-cards")
+    passages = gr.HTML(elem_id="explore-passages")
+
+    def explore_ask(q, kk):
+        yield from run_query(ctx, q, kk)
+
+    # One generation at a time: the stages share one model whose active adapter is global state (and
+    # on a CPU, parallel generations only slow each other down). Other queries wait in Gradio's queue.
+    one = dict(concurrency_limit=1, concurrency_id="generate")
+    ask.click(explore_ask, [query, k], [status, passages, cards], api_name="explore_ask", **one)
+    query.submit(explore_ask, [query, k], [status, passages, cards], api_visibility="private", **one)

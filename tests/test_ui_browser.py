@@ -1,0 +1,294 @@
+"""End-to-end: the real app (python app.py) in a subprocess with a tiny model, a small real index and a
+pre-filled pool, driven by a real Chromium through pytest-playwright.
+
+    .venv/bin/pytest -q tests/test_ui_browser.py                      # ~1 min
+    RACQ_SCREENSHOTS=1 .venv/bin/pytest -q tests/test_ui_browser.py   # also writes docs/screenshots/*.png
+
+Browser tests skip when /usr/bin/chromium (or $E2E_CHROMIUM) is missing; `make browser` installs it.
+Never `playwright install`: it downloads browsers this project does not use.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytest.importorskip("playwright")
+from playwright.sync_api import expect  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+CHROMIUM = os.environ.get("E2E_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--no-first-run"]
+STAGE_WORDS = re.compile(r"\b(base|sft|aligned|uncond)\b", re.I)
+INJECT = "<img src=x onerror=alert(1)>"
+INJECT2 = "<script>alert('s')</script> ${7*7} {{7*7}}"
+ANA_TOKEN, BOB_TOKEN = "ana-secret-token", "bob-secret-token"
+N_QUERIES = 6
+SKIP_REASON = "passages do not help"
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args):
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} missing: apt-get install -y --no-install-recommends chromium")
+    return {**browser_type_launch_args, "executable_path": CHROMIUM, "args": CHROMIUM_ARGS}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def ui_env(tmp_path_factory, tiny_lm, tiny_adapters):
+    """A real index of a few dozen test-split passages (real MiniLM), a pool of 6 one-item queries whose
+    query, first passage and one candidate carry HTML/JS, a users file, and the app's YAML config."""
+    from racq.data import PASSAGE_DATASETS, Passage, load_examples
+    from racq.retrieval import Index, RetrievalConfig
+    from racq.store import add_candidate, add_query_with_passages, make_items, open_db
+    from racq.ui.users import hash_token
+
+    root = tmp_path_factory.mktemp("ui")
+    clean = [e for e in load_examples(PASSAGE_DATASETS, "test")
+             if not STAGE_WORDS.search(" ".join([e.query] + [p.title + " " + p.text for p in e.passages]))]
+    exs = clean[:N_QUERIES]
+    injected = Passage("Injected <b>title</b>", f"This passage holds {INJECT} and {INJECT2} as plain text.")
+    rc = RetrievalConfig(index_dir=str(root / "index"))
+    Index.build([injected] + [p for e in exs for p in e.passages[:5]], cfg=rc, log=lambda m: None).save(rc.index_dir)
+
+    db_path = root / "racq.db"
+    db = open_db(db_path)
+    pairs = [("base", "sft"), ("sft", "aligned"), ("base", "aligned")]
+    for i, e in enumerate(exs):
+        qid = add_query_with_passages(db, f"{e.query} {INJECT}", [injected] + list(e.passages[:2]),
+                                      dataset=e.dataset, topic_id=e.topic_id)
+        a, b = pairs[i % 3]
+        add_candidate(db, qid, a, f"Do you mean {INJECT} or the other one, number {i}?")
+        add_candidate(db, qid, b, f"Which meaning of question {i} do you want?")
+    assert make_items(db) == N_QUERIES
+
+    users = root / "users.yaml"
+    users.write_text(yaml.safe_dump({"ana": {"role": "admin", "token": hash_token(ANA_TOKEN)},
+                                     "bob": {"token": hash_token(BOB_TOKEN)}}))
+    config = root / "app.yaml"
+    config.write_text(yaml.safe_dump({
+        "db": str(db_path), "base_model": str(tiny_lm), "adapters_dir": str(tiny_adapters),
+        "index_dir": rc.index_dir, "check_index": False, "users_file": str(users),
+        "examples": [exs[0].query], "max_new_tokens": 8, "k": 3}))
+    return {"root": root, "db": db_path, "config": config, "users": users, "examples": exs,
+            "index_dir": Path(rc.index_dir), "tiny_lm": Path(tiny_lm)}
+
+
+@pytest.fixture(scope="session")
+def app(ui_env):
+    """`python app.py --config ...` on a free port; yields the base URL."""
+    port = _free_port()
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False",
+               TOKENIZERS_PARALLELISM="false")
+    log = open(ui_env["root"] / "app.log", "w")
+    proc = subprocess.Popen([sys.executable, "app.py", "--config", str(ui_env["config"]), "--port", str(port)],
+                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.time() + 120
+    try:
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"app exited ({proc.returncode}):\n{(ui_env['root'] / 'app.log').read_text()[-3000:]}")
+            try:
+                if urllib.request.urlopen(url, timeout=2).status == 200:
+                    break
+            except OSError:
+                pass
+            if time.time() > deadline:
+                pytest.fail("app did not answer within 120 s")
+            time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def _votes(db: Path, annotator: str) -> list[dict]:
+    with sqlite3.connect(db) as conn:
+        conn.row_factory = sqlite3.Row
+        return [dict(r) for r in conn.execute(
+            "SELECT v.* FROM votes v JOIN annotators a ON a.id = v.annotator_id WHERE a.name = ? ORDER BY v.id",
+            [annotator])]
+
+
+def _shoot(page, name: str) -> None:
+    if os.environ.get("RACQ_SCREENSHOTS") == "1":
+        out = REPO / "docs" / "screenshots"
+        out.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(out / name), full_page=True)
+
+
+# ------------------------------------------------------------------ tests
+def test_private_files_are_not_served(app, ui_env):
+    """The DB, the users file, the model and the index stay off every file route."""
+    private = [ui_env["db"], ui_env["users"], ui_env["tiny_lm"] / "config.json",
+               ui_env["index_dir"] / "passages.jsonl", REPO / "annotations" / "guidelines.md"]
+    routes = []
+    for p in private:
+        routes += [f"gradio_api/file={p}", f"file={p}", f"gradio_api/file={urllib.parse.quote(str(p))}"]
+    routes += ["gradio_api/file=racq.db", "gradio_api/file=annotations/racq.db",
+               f"gradio_api/file=../../../../../..{ui_env['db']}", "racq.db", "static/../racq.db"]
+    secrets = [b"SQLite format 3", b"pbkdf2_sha256", b"LlamaForCausalLM", b"Injected", b"What counts"]
+    for route in routes:
+        try:
+            with urllib.request.urlopen(app + route, timeout=10) as r:
+                body, status = r.read(), r.status
+        except urllib.error.HTTPError as e:
+            body, status = e.read(), e.code
+        leaked = [s for s in secrets if s in body]
+        assert status != 200 or not leaked, f"{route} served {leaked}"
+
+
+def test_api_payloads_are_blind_and_idempotent(app, ui_env):
+    """What the sign-in and vote endpoints send to a client: no stage names before the vote; a second
+    submission with the same showing id records nothing."""
+    from gradio_client import Client
+
+    client = Client(app, verbose=False, analytics_enabled=False, download_files=False)
+    bad = client.predict("bob", "wrong-token", api_name="/annotate_sign_in")
+    assert "unknown name or wrong token" in json.dumps(bad)
+    out = client.predict("bob", BOB_TOKEN, api_name="/annotate_sign_in")
+    text = json.dumps(out)
+    assert "Query" in text and not STAGE_WORDS.search(text), text
+    token = re.search(r'"([0-9a-f]{32})"', text).group(1)
+    first = client.predict(token, "", None, api_name="/annotate_left")
+    again = client.predict(token, "", None, api_name="/annotate_left")
+    rows = _votes(ui_env["db"], "bob")
+    assert [r["outcome"] for r in rows] == ["left"] and rows[0]["client_id"] == token
+    assert STAGE_WORDS.search(json.dumps(first))  # revealed after the vote, as designed
+    assert "already recorded" in json.dumps(again)
+
+
+def test_annotate_with_keyboard(page, app, ui_env):
+    dialogs = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    page.goto(app)
+    page.get_by_role("tab", name="Annotate").click()
+    expect(page.locator("#ann-signin")).to_be_visible()
+    static_hits = len(STAGE_WORDS.findall(page.content()))
+    page.get_by_label("Your name").fill("ana")
+    page.get_by_label("Token").fill("nope")
+    page.locator("#ann-signin").click()
+    expect(page.locator("#ann-signin-msg")).to_contain_text("unknown name or wrong token")
+    page.get_by_label("Token").fill(ANA_TOKEN)
+    page.locator("#ann-signin").click()
+    progress, item = page.locator("#ann-progress"), page.locator("#ann-item")
+    expect(progress).to_contain_text(f"0 / {N_QUERIES} done")
+    expect(page.locator("#vote-left")).to_be_visible()
+
+    # Blind: no stage name anywhere on the page before the first vote; injected markup is text.
+    panel = page.locator("#tab-annotate")
+    assert not STAGE_WORDS.search(panel.inner_html())
+    assert not STAGE_WORDS.search(page.locator("body").inner_text())
+    # The page's own static text (e.g. the Feedback screen's description, <base href>) may name stages;
+    # showing an item must not add a single one anywhere in the HTML.
+    assert len(STAGE_WORDS.findall(page.content())) == static_hits
+    expect(item).to_contain_text(INJECT)
+    expect(item).to_contain_text("${7*7} {{7*7}}")
+    expect(page.locator("#ann-left, #ann-right").filter(has_text=INJECT)).to_have_count(1)
+    assert page.locator("img[src='x'], #tab-annotate script").count() == 0
+    _shoot(page, "annotate.png")
+
+    page.keyboard.press("1")
+    expect(progress).to_contain_text(f"1 / {N_QUERIES} done")
+    expect(page.locator("#ann-reveal")).to_contain_text("left =")
+    rationale = page.get_by_label("Why? (optional, saved with your next vote)")
+    rationale.press_sequentially("passage 1 says so")  # a digit typed in a text box is not a vote
+    rationale.blur()
+    expect(progress).to_contain_text(f"1 / {N_QUERIES} done")
+    page.keyboard.press("2")
+    expect(progress).to_contain_text(f"2 / {N_QUERIES} done")
+    third = item.inner_text()
+    page.keyboard.press("3")
+    expect(progress).to_contain_text(f"3 / {N_QUERIES} done")
+    page.keyboard.press("u")
+    expect(progress).to_contain_text(f"2 / {N_QUERIES} done")
+    expect(page.locator("#ann-status")).to_contain_text("undid")
+    assert item.inner_text() == third  # the undone item is back
+    page.keyboard.press("s")  # no reason picked yet: nothing recorded
+    expect(page.locator("#ann-status")).to_contain_text("pick a reason")
+    page.get_by_label(SKIP_REASON).check()
+    page.keyboard.press("S")
+    expect(progress).to_contain_text(f"3 / {N_QUERIES} done, 1 skipped")
+    page.locator("#vote-bad").dblclick()
+    expect(progress).to_contain_text(f"4 / {N_QUERIES} done")
+    page.wait_for_timeout(500)
+    expect(progress).to_contain_text(f"4 / {N_QUERIES} done")
+
+    rows = _votes(ui_env["db"], "ana")
+    assert [r["outcome"] for r in rows] == ["left", "right", "tie", "undo", "skip", "both_bad"]
+    assert rows[1]["rationale"] == "passage 1 says so"
+    assert rows[3]["undoes_vote_id"] == rows[2]["id"]
+    assert rows[4]["item_id"] == rows[2]["item_id"] and rows[4]["skip_reason"] == SKIP_REASON
+    assert len({r["client_id"] for r in rows}) == len(rows)
+    assert all(r["elapsed_ms"] is not None and r["elapsed_ms"] >= 0 for r in rows if r["outcome"] != "undo")
+    assert dialogs == [] and page.locator("img[src='x']").count() == 0
+
+    if (REPO / "racq" / "ui" / "leaderboard.py").exists():
+        from racq.leaderboard import leaderboard
+        from racq.store import open_db
+
+        page.get_by_role("tab", name="Leaderboard").click()
+        n = leaderboard(open_db(ui_env["db"]), n_boot=10)["n_votes"]
+        assert n >= 4  # ana's 3 effective votes + bob's
+        expect(page.locator("#leaderboard-summary")).to_contain_text(f"{n} votes", timeout=30_000)
+    assert dialogs == []
+
+
+def test_explore_fills_stage_cards(page, app, ui_env):
+    dialogs = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    page.goto(app)
+    query, ask = page.get_by_label("Query"), page.locator("#explore-ask")
+    status, cards = page.locator("#explore-status"), page.locator("#explore-cards")
+    query.fill("   ")
+    ask.click()
+    expect(status).to_contain_text("the query is empty")
+
+    query.fill(ui_env["examples"][0].query)
+    ask.click()
+    expect(status).to_contain_text("3 stages", timeout=90_000)
+    scored = 0
+    for stage in ("base", "sft", "aligned"):
+        card = cards.locator(f".racq-card[data-stage='{stage}']")
+        expect(card.locator("h4")).to_have_text(stage)
+        question = card.locator(".racq-question").inner_text().strip()
+        assert question and "generating" not in question, f"{stage} card is empty"
+        if "produced no question" not in question:  # a random tiny model may stop at once
+            expect(card.locator(".racq-metrics").first).to_contain_text("option support")
+            scored += 1
+    assert scored >= 1
+    expect(page.locator("#explore-passages li")).to_have_count(3)
+    _shoot(page, "explore.png")
+
+    query.fill("Injected title: this passage holds an image as plain text")
+    ask.click()
+    expect(page.locator("#explore-passages")).to_contain_text(INJECT, timeout=90_000)
+    expect(status).to_contain_text("3 stages", timeout=90_000)
+    expect(page.locator("#explore-passages")).to_contain_text("Injected <b>title</b>")
+    assert page.locator("img[src='x']").count() == 0 and dialogs == []

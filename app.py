@@ -2,7 +2,7 @@
 
     python app.py                                   # or: make demo
     python app.py --port 7861 --db /tmp/racq.db
-    python app.py --config recipes/app.yaml --set users_file=annotations/users.yaml
+    python app.py --config my-app.yaml --set users_file=annotations/users.yaml
 
 --config takes a YAML file of racq.ui.AppConfig settings; --set key=value overrides any of them.
 The app binds 127.0.0.1 unless --host says otherwise; --share (a public Gradio link) is off by default.

@@ -2,7 +2,7 @@
 modules are present, Leaderboard and Feedback training.
 
     python app.py                                  # http://127.0.0.1:7860 (make demo does this)
-    python app.py --port 7861 --db /tmp/racq.db --config recipes/app.yaml
+    python app.py --port 7861 --db /tmp/racq.db --config my-app.yaml
 
     from racq.ui import AppConfig, build_app
     demo = build_app(AppConfig(db="/tmp/racq.db"))  # a gr.Blocks; launch(cfg) adds the hotkeys

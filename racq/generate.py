@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -100,6 +101,9 @@ class StageModel:
     errors: dict[str, str] = field(default_factory=dict)  # stage -> why it is unavailable
     prompt: PromptConfig = field(default_factory=PromptConfig)
     adapter_hashes: dict[str, str] = field(default_factory=dict)
+    # One model, many threads (app handlers, pool builder): generation switches the active adapter,
+    # so calls are serialised; on a CPU they would compete for the same cores anyway.
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
     @classmethod
     def load(cls, base_model: str | Path = DEFAULT_BASE_MODEL, adapters_dir: str | Path = ADAPTERS_DIR,
@@ -157,7 +161,10 @@ class StageModel:
         mixture of that adapter and the (single) given stage; the returned texts are the mixture's, and
         `mixture["uncond_share"]` receives, per row, the share of tokens the query-only model chose.
         """
-        gen = gen or GenConfig()
+        with self.lock:
+            return self._generate(prompts, stages, gen or GenConfig(), seed, mixture)
+
+    def _generate(self, prompts, stages, gen, seed, mixture) -> list[str]:
         stages = [stages] * len(prompts) if isinstance(stages, str) else list(stages)
         missing = sorted(set(stages) - set(self.stages) - ({"uncond"} if mixture else set()))
         if missing:

@@ -338,6 +338,44 @@ def rate_cmd(db: Optional[Path] = DbOpt, n_boot: int = typer.Option(1000, help="
     print(json.dumps(data, indent=2, default=str) if as_json else format_text(data))
 
 
+
+# ------------------------------------------------------------------ users and the app
+users_app = typer.Typer(help="Annotator accounts for the app's optional sign-in.", no_args_is_help=True)
+app.add_typer(users_app, name="users")
+
+
+@users_app.command("add")
+def users_add(name: str = typer.Argument(..., help="Annotator name."),
+              admin: bool = typer.Option(False, help="Give the admin role (Feedback-training screen)."),
+              file: Path = typer.Option(Path("annotations/users.yaml"), help="Users file (hashed tokens).")):
+    """Add (or replace) an annotator and print their token once; only its salted hash is stored.
+
+    Example: racq users add alice --admin
+    Then:    python app.py --set users_file=annotations/users.yaml
+    """
+    from racq.ui.users import add_user
+
+    token = add_user(file, name, "admin" if admin else "annotator")
+    print(f"{name}: token {token}  (stored hashed in {file}; give it to {name} now, it is not shown again)")
+
+
+@app.command("app")
+def app_cmd(port: int = typer.Option(7860, help="Port."), host: str = typer.Option("127.0.0.1", help="Interface."),
+            config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML of AppConfig settings."),
+            set_: Optional[List[str]] = SetOpt):
+    """Serve the app (same as `python app.py`).
+
+    Example: racq app --port 7861 --set users_file=annotations/users.yaml
+    """
+    from racq.ui import AppConfig, launch
+
+    try:
+        cfg = load_config(AppConfig, config, [*(set_ or []), f"port={port}", f"host={host}"])
+    except (ValueError, OSError) as e:
+        _fail(str(e))
+    launch(cfg)
+
+
 def main():
     app()
 

@@ -55,6 +55,8 @@ class RetrievalConfig:
     hnsw_ef_search: int = helpfield(64, "hnsw: candidate list while searching (more = better recall, slower).")
     ivf_nlist: int = helpfield(0, "ivf: number of inverted lists; 0 = about 4*sqrt(passages).")
     ivf_nprobe: int = helpfield(16, "ivf: lists visited per query (more = better recall, slower).")
+    threads: int = helpfield(0, "FAISS OpenMP threads, process-wide; 0 = leave faiss's default. 1 is much "
+                                "faster for one query at a time on a small busy machine (bench_retrieval.py).")
 
 
 class IndexMissing(RuntimeError):
@@ -77,14 +79,14 @@ def build_corpus(examples: Iterable[Example] | None = None) -> list[Passage]:
     """Every passage of the given examples (default: all PASSAGE_DATASETS), first occurrence kept."""
     if examples is None:
         examples = load_examples(PASSAGE_DATASETS)
-    seen: set[str] = set()
-    out = []
-    for ex in examples:
-        for p in ex.passages:
-            if p.pid not in seen:
-                seen.add(p.pid)
-                out.append(p)
-    return out
+    return _dedupe(p for ex in examples for p in ex.passages)
+
+
+def _dedupe(passages: Iterable[Passage]) -> list[Passage]:
+    first: dict[str, Passage] = {}
+    for p in passages:
+        first.setdefault(p.pid, p)  # dicts keep insertion order: first occurrence wins, in place
+    return list(first.values())
 
 
 def passage_text(p: Passage) -> str:
@@ -163,6 +165,11 @@ def as_embedder(spec=None, identity: str | None = None) -> Embedder:
         ident = identity or f"{path.resolve()}#{_folder_hash(path)}"
         # The model itself loads on first use: checking an index for staleness never needs it.
         return Embedder(lambda t, n, b: _call_encode(load_embedder(name).encode, t, n, b), ident, name)
+    from racq.models import _EMBEDDERS
+
+    for path, model in _EMBEDDERS.items():  # a model from load_embedder: name it by its folder
+        if model is spec:
+            return as_embedder(path, identity)
     fn = getattr(spec, "encode", None) or spec
     if not callable(fn):
         raise TypeError(f"embedder must be a model name, an object with .encode, or a callable; got {spec!r}")
@@ -218,9 +225,11 @@ def _stale_reason(stored: dict, current: dict) -> str:
 
 
 # ---------------------------------------------------------------- index
-def _faiss_index(vecs: np.ndarray, cfg: RetrievalConfig, params: dict):
+def make_faiss_index(vecs: np.ndarray, cfg: RetrievalConfig, params: dict | None = None):
+    """A FAISS index of cfg.index_type over these (normalised) vectors, inner-product metric."""
     import faiss
 
+    params = _build_params(cfg, len(vecs)) if params is None else params
     d = vecs.shape[1]
     if cfg.index_type == "flat":
         index = faiss.IndexFlatIP(d)
@@ -230,7 +239,9 @@ def _faiss_index(vecs: np.ndarray, cfg: RetrievalConfig, params: dict):
     else:
         quantizer = faiss.IndexFlatIP(d)
         index = faiss.IndexIVFFlat(quantizer, d, params["nlist"], faiss.METRIC_INNER_PRODUCT)
-        index.train(vecs)
+        # k-means on 64 points per list is plenty and keeps 1M-passage builds to minutes.
+        sample = np.random.default_rng(0).permutation(len(vecs))[: 64 * params["nlist"]]
+        index.train(vecs[np.sort(sample)])
     index.add(vecs)
     return index
 
@@ -252,18 +263,19 @@ class Index:
               log: Callable[[str], None] | None = None) -> "Index":
         cfg = cfg or RetrievalConfig()
         log = log or _stderr
-        passages = build_corpus([Example("", "", tuple(passages), "", "")])  # dedupe, keep order
+        passages = _dedupe(passages)
         if not passages:
             raise ValueError("no passages to index: the corpus is empty")
         emb = as_embedder(embedder if embedder is not None else cfg.embedder)
         parts = fingerprint_parts(passages, emb, cfg)
         t0 = time.time()
         vecs = _embed_all(emb, [passage_text(p) for p in passages], cfg, log)
-        index = _faiss_index(vecs, cfg, parts["build_params"])
+        index = make_faiss_index(vecs, cfg, parts["build_params"])
         meta = {"format": FORMAT_VERSION, "fingerprint": fingerprint(parts), "parts": parts,
                 "embedder_name": emb.name, "embedder_identity": emb.identity, "dim": int(vecs.shape[1]),
                 "index_type": cfg.index_type, "normalize": bool(cfg.normalize),
-                "search_params": {"k": cfg.k, "ef_search": cfg.hnsw_ef_search, "nprobe": cfg.ivf_nprobe},
+                "search_params": {"k": cfg.k, "ef_search": cfg.hnsw_ef_search, "nprobe": cfg.ivf_nprobe,
+                                  "threads": cfg.threads},
                 "n_passages": len(passages), "built_at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
                 "build_seconds": round(time.time() - t0, 2)}
         return cls(index, passages, meta, emb, source="built")
@@ -330,7 +342,7 @@ class Index:
             index = faiss.read_index(str(folder / INDEX_FILE))
         except RuntimeError as e:
             raise bad(f"{INDEX_FILE} is unreadable ({str(e).strip().splitlines()[-1]})") from None
-        passages = []
+        passages, lineno = [], 0
         with open(folder / PASSAGES_FILE, encoding="utf-8", errors="strict") as fh:
             try:
                 for lineno, line in enumerate(fh, 1):
@@ -350,12 +362,17 @@ class Index:
         emb = as_embedder(embedder) if embedder is not None else None
         out = cls(index, passages, meta, emb, source="disk")
         if cfg is not None:  # search-time knobs may change without a rebuild
-            out.set_search_params({"k": cfg.k, "ef_search": cfg.hnsw_ef_search, "nprobe": cfg.ivf_nprobe})
+            out.set_search_params({"k": cfg.k, "ef_search": cfg.hnsw_ef_search, "nprobe": cfg.ivf_nprobe,
+                                   "threads": cfg.threads})
         return out
 
     # -- searching
     def set_search_params(self, params: dict) -> None:
         self.k = int(params.get("k") or self.k)
+        if params.get("threads"):
+            import faiss
+
+            faiss.omp_set_num_threads(int(params["threads"]))
         if hasattr(self.faiss, "hnsw") and params.get("ef_search"):
             self.faiss.hnsw.efSearch = int(params["ef_search"])
         if hasattr(self.faiss, "nprobe") and params.get("nprobe"):
@@ -446,7 +463,7 @@ def load_or_build(cfg: RetrievalConfig | None = None, examples: Iterable[Example
     else (missing, stale, corrupt, or `force`) built and saved. `index.source` says which."""
     cfg = cfg or RetrievalConfig()
     log = log or _stderr
-    passages = list(passages) if passages is not None else build_corpus(examples)
+    passages = _dedupe(passages) if passages is not None else build_corpus(examples)
     emb = as_embedder(embedder if embedder is not None else cfg.embedder)
     parts = fingerprint_parts(passages, emb, cfg)
     folder = Path(cfg.index_dir)

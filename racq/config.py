@@ -62,6 +62,11 @@ class PromptConfig:
     top_k: int = helpfield(3, "Passages per prompt.")
     passage_tokens: int = helpfield(64, "Token budget per passage; longer passages are trimmed (as in training).")
     use_chat_template: bool = helpfield(True, "Wrap the prompt in the model's chat template when it has one.")
+    base_prefix: str = helpfield(
+        "Do you mean",
+        "Reply opener for the untuned `base` stage only. Untuned small models answer the query instead of "
+        "asking (0 of 5 PaQa prompts gave a '?'), so the base reply is primed as a question; '' disables it. "
+        "Trained stages never get it: they learned to ask.")
 
 
 @dataclass
@@ -72,6 +77,7 @@ class GenConfig:
     top_p: float = helpfield(0.9, "Nucleus sampling mass.")
     top_k: int = helpfield(50, "Top-k sampling cut.")
     batch_size: int = helpfield(8, "Prompts per generate() call.")
+    stop_at_question: bool = helpfield(True, "Stop a row at its first '?' (the answer is cut there anyway).")
 
 
 def _coerce(value, typ):

@@ -183,6 +183,9 @@ class StageModel:
 
     def _generate_batch(self, prompts, stages, gen, seed, mixture) -> list[str]:
         tok, model = self.tokenizer, self.model
+        prefix = self.prompt.base_prefix if mixture is None else ""
+        primed = [bool(prefix) and s == BASE_STAGE for s in stages]
+        prompts = [p + prefix if pr else p for p, pr in zip(prompts, primed)]
         enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
         custom = LogitsProcessorList()
         use_own_warpers = bool(gen.do_sample and (mixture is not None or seed is not None))
@@ -201,9 +204,12 @@ class StageModel:
             torch.manual_seed(seed)
         kwargs = dict(**enc, generation_config=self._gen_config(gen, use_own_warpers),
                       logits_processor=custom)
+        if gen.stop_at_question:
+            kwargs.update(stop_strings=["?"], tokenizer=tok)
         seqs = self._run(kwargs, stages, mixture is not None)
         new = seqs[:, enc["input_ids"].shape[1]:]
-        return tok.batch_decode(new, skip_special_tokens=True)
+        texts = tok.batch_decode(new, skip_special_tokens=True)
+        return [prefix + t if pr else t for t, pr in zip(texts, primed)]
 
     def _run(self, kwargs, stages, single_policy: bool):
         model = self.model

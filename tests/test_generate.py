@@ -137,3 +137,30 @@ def test_generation_uses_no_grad_and_leaves_weights(sm):
     sm.generate([sm.query_prompt("x")], "sft", GenConfig(max_new_tokens=3))
     after = sm.model.state_dict()
     assert all(torch.equal(v, after[k]) for k, v in before.items())
+
+
+def test_base_reply_is_primed_as_a_question_and_trained_stages_are_not(sm):
+    prompt = sm.passage_prompt("who played wolverine", PASSAGES)
+    out = sm.generate([prompt, prompt], ["base", "sft"], GenConfig(max_new_tokens=4, batch_size=2))
+    assert out[0].startswith("Do you mean") and not out[1].startswith("Do you mean")
+
+
+def test_generation_stops_at_the_first_question_mark(tiny_lm):
+    """A row stops once it has produced '?': an adapter biased towards '?' ends early."""
+    from racq.config import PromptConfig
+    from racq.models import load_base
+
+    model, tok = load_base(tiny_lm)
+    qid = tok("?", add_special_tokens=False)["input_ids"][-1]
+    head = torch.nn.Linear(model.lm_head.in_features, model.lm_head.out_features, bias=True)
+    with torch.no_grad():  # an output bias that makes '?' the argmax at every step
+        head.weight.copy_(model.lm_head.weight)
+        head.bias.zero_()
+        head.bias[qid] = 100.0
+    model.lm_head = head
+    plain = StageModel.load(tiny_lm, tiny_lm / "none", model=model, tokenizer=tok, prompt=PromptConfig(base_prefix=""))
+    prompt = plain.passage_prompt("who played wolverine", PASSAGES)
+    stopped = plain.generate([prompt], "base", GenConfig(max_new_tokens=12))[0]
+    full = plain.generate([prompt], "base", GenConfig(max_new_tokens=12, stop_at_question=False))[0]
+    assert stopped.count("?") == 1 and stopped.endswith("?")
+    assert len(full) > len(stopped) and full.startswith(stopped)

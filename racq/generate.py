@@ -143,7 +143,7 @@ class StageModel:
     def _gen_config(self, gen: GenConfig, sample_with_processors: bool) -> GenerationConfig:
         tok = self.tokenizer
         kw = dict(max_new_tokens=gen.max_new_tokens, pad_token_id=tok.pad_token_id,
-                  eos_token_id=tok.eos_token_id)
+                  eos_token_id=tok.eos_token_id, stop_strings=["?"] if gen.stop_at_question else None)
         if gen.do_sample and not sample_with_processors:
             kw.update(do_sample=True, temperature=gen.temperature, top_p=gen.top_p, top_k=gen.top_k)
         elif gen.do_sample:  # warpers come from our own list, after the mixture processor
@@ -205,7 +205,7 @@ class StageModel:
         kwargs = dict(**enc, generation_config=self._gen_config(gen, use_own_warpers),
                       logits_processor=custom)
         if gen.stop_at_question:
-            kwargs.update(stop_strings=["?"], tokenizer=tok)
+            kwargs["tokenizer"] = tok  # generate needs it to match the stop string
         seqs = self._run(kwargs, stages, mixture is not None)
         new = seqs[:, enc["input_ids"].shape[1]:]
         texts = tok.batch_decode(new, skip_special_tokens=True)

@@ -1,0 +1,349 @@
+"""`racq eval`: every stage's greedy clarifying questions on a test split, scored against the gold
+question (ROUGE, BLEU, embedding similarity) and against the passages they were generated from
+(option grounding, hallucination, PARENT-style, novel content; NLI when configured).
+
+    racq eval --stages base,uncond,sft,aligned --limit 40 --passages own --datasets paqa,cambignq --run v1
+
+    from racq.evaluate import EvalConfig, evaluate
+    metrics = evaluate(EvalConfig(run="v1", limit=40))     # writes results/v1/{metrics.json, ...}
+
+What a run does, and why:
+- examples: per dataset, the first `limit` examples of `split` with a gold question (and, for
+  `--passages own`, passages) in racq.pool's fixed hash order, so `--limit 20` is a prefix of `--limit 40`;
+- passages: `own` = the example's own passages ranked by the embedder, top-k (racq.train.common.
+  rank_own_passages, the same ranking and prompt builder as training); `retrieved` = top-k from the
+  corpus index (racq.retrieval), the app's path;
+- prompts: StageModel.passage_prompt; the hidden `uncond` stage (query-only model) gets its own
+  query-only prompt and is scored against the same passages as the others;
+- generation: greedy, <= max_new_tokens, batched across examples AND stages (PEFT mixed-adapter
+  batches), cached on disk by (stage, adapter hash, base model, prompt hash, decoding): a re-run
+  generates nothing and loads no model; adding a stage generates only that stage. Scores are cached
+  the same way (by scorer settings and texts);
+- the gold question is also scored for faithfulness (row `gold`): the reference's own grounding;
+- output: results/<run>/metrics.json, per_example.jsonl, report.md (racq.evalreport), plots.png.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+from racq.config import (ADAPTERS_DIR, DEFAULT_BASE_MODEL, DEFAULT_EMBEDDER, REPO_ROOT, GenConfig,
+                         PromptConfig, helpfield)
+from racq.data import Example, load_examples
+from racq.metrics import METRICS as REF_METRICS
+
+FAITH_METRICS = ("option_support", "hallucinated", "has_options", "novel_content", "parent_precision",
+                 "parent_recall", "parent_f1", "is_question")
+NLI_METRICS = ("nli_min", "nli_hallucinated")
+QUERY_ONLY_STAGES = ("uncond",)
+GOLD = "gold"
+
+
+@dataclass
+class EvalConfig:
+    split: str = helpfield("test", "Data split to evaluate on (test is never trained on).")
+    stages: list[str] = helpfield(["base", "uncond", "sft", "aligned"], "Stages to evaluate.")
+    datasets: list[str] = helpfield(["paqa", "cambignq"], "Datasets (one report table each).")
+    limit: int = helpfield(40, "Examples per dataset (0 = all).")
+    passages: str = helpfield("own", "own = the example's own passages ranked; retrieved = top-k from the index.")
+    run: str = helpfield("default", "Name of the results folder: results/<run>/.")
+    results_dir: str = helpfield(str(REPO_ROOT / "results"), "Where run folders are written.")
+    cache_dir: str = helpfield(str(REPO_ROOT / "results" / ".cache"), "Generation and score caches (shared by runs).")
+    base_model: str = helpfield(str(DEFAULT_BASE_MODEL), "Base model folder.")
+    adapters_dir: str = helpfield(str(ADAPTERS_DIR), "Stage adapters folder.")
+    embedder: str = helpfield(DEFAULT_EMBEDDER, "Embedder for passage ranking and embed_sim.")
+    top_k: int = helpfield(3, "Passages per prompt (as in training).")
+    passage_tokens: int = helpfield(64, "Token budget per passage (as in training).")
+    base_prefix: str = helpfield(PromptConfig().base_prefix, "Reply opener of the untuned base stage "
+                                 "(PromptConfig.base_prefix; '' = none).")
+    max_new_tokens: int = helpfield(32, "Most new tokens per question (greedy decoding).")
+    batch_size: int = helpfield(8, "Prompts per batched generate call (stages mixed in a batch).")
+    reference_stage: str = helpfield("sft", "Stage every other stage is paired-tested against.")
+    n_boot: int = helpfield(2000, "Bootstrap resamples for CIs and the paired test.")
+    seed: int = helpfield(0, "Bootstrap seed.")
+    nli_model: str | None = helpfield(None, "Local NLI model folder for the NLI scores (None = skipped).")
+    calibration: bool = helpfield(True, "Report the metric's agreement with the hand-labelled calibration set.")
+
+
+class EvalError(RuntimeError):
+    """The evaluation cannot run as asked; the message says why and what to do."""
+
+
+# ---------------------------------------------------------------- examples and passages
+def pick_examples(datasets: Sequence[str], split: str, limit: int, need_passages: bool = True) -> list[Example]:
+    """Per dataset, the first `limit` usable examples in racq.pool's fixed hash order."""
+    from racq.pool import _order_key
+
+    out = []
+    for ds in datasets:
+        exs = [e for e in load_examples([ds], split=split) if e.gold_question and (e.passages or not need_passages)]
+        if not exs:
+            why = " with passages of their own (use --passages retrieved)" if need_passages else ""
+            raise EvalError(f"dataset {ds!r} has no {split} examples{why}")
+        exs = sorted(exs, key=_order_key)
+        out += exs[:limit] if limit else exs
+    return out
+
+
+def passages_for(examples: Sequence[Example], cfg: EvalConfig, index=None) -> list[list]:
+    if cfg.passages == "own":
+        from racq.train.common import rank_own_passages
+
+        key = hashlib.sha1(cfg.run.encode()).hexdigest()[:8]
+        return rank_own_passages(examples, cfg.embedder, cfg.top_k, Path(cfg.cache_dir) / f"ranked-{key}.json")
+    if cfg.passages == "retrieved":
+        if index is None:
+            from racq.retrieval import RetrievalConfig, load_or_build
+
+            index = load_or_build(RetrievalConfig(embedder=cfg.embedder))
+        return [[h.passage for h in hits] for hits in index.search_many([e.query for e in examples], cfg.top_k)]
+    raise EvalError(f"--passages must be 'own' or 'retrieved', not {cfg.passages!r}")
+
+
+# ---------------------------------------------------------------- caches
+def _sha(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str).encode()).hexdigest()[:24]
+
+
+class JsonlCache:
+    """key -> value, appended to one JSONL file per kind; a torn last line is ignored."""
+
+    def __init__(self, path: Path):
+        self.path, self.data, self.hits, self.misses = Path(path), {}, 0, 0
+        if self.path.exists():
+            for line in self.path.read_text(encoding="utf-8").splitlines():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                self.data[row["key"]] = row["value"]
+
+    def get(self, key: str):
+        value = self.data.get(key)
+        if value is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return value
+
+    def put_many(self, items: dict) -> None:
+        if not items:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as fh:
+            for k, v in items.items():
+                fh.write(json.dumps({"key": k, "value": v}, ensure_ascii=False) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        self.data.update(items)
+
+
+def model_identity(folder: str | Path) -> str:
+    """A cheap identity of a base model folder: its config and its weight files' names and sizes."""
+    folder = Path(folder)
+    parts = [(folder / "config.json").read_text() if (folder / "config.json").exists() else str(folder)]
+    parts += [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(folder.glob("*.safetensors"))]
+    return _sha(parts)
+
+
+def stage_hashes(adapters_dir: str | Path, stages: Sequence[str]) -> dict[str, str]:
+    from racq.models import list_stages
+
+    found = {s.name: s for s in list_stages(adapters_dir, include_hidden=True)}
+    missing = [s for s in stages if s not in found]
+    if missing:
+        raise EvalError(f"stage(s) {', '.join(missing)} have no adapter in {adapters_dir}; on disk: "
+                        f"{', '.join(found)}. Train them first (racq train all) or drop them from --stages")
+    return {s: found[s].adapter_hash for s in stages}
+
+
+# ---------------------------------------------------------------- generation
+def generate_all(examples, passages, cfg: EvalConfig, cache: JsonlCache, stage_model=None,
+                 say: Callable[[str], None] = lambda m: None) -> tuple[dict, dict]:
+    """{(example index, stage): question} for every pair, generating only what the cache lacks."""
+    from racq.generate import StageModel
+    from racq.prompts import extract_question
+
+    prompt_cfg = PromptConfig(top_k=cfg.top_k, passage_tokens=cfg.passage_tokens, base_prefix=cfg.base_prefix)
+    tok = stage_model.tokenizer if stage_model is not None else _tokenizer(cfg.base_model)
+    builder = StageModel(None, tok, [], prompt=prompt_cfg)  # the same prompt methods generation uses
+    hashes = stage_hashes(cfg.adapters_dir, cfg.stages)
+    gen = GenConfig(max_new_tokens=cfg.max_new_tokens, do_sample=False, batch_size=cfg.batch_size)
+    decoding = {"do_sample": False, "max_new_tokens": cfg.max_new_tokens, "base": model_identity(cfg.base_model),
+                "stop_at_question": gen.stop_at_question}
+    prompts, keys, out = {}, {}, {}
+    for i, (e, ps) in enumerate(zip(examples, passages)):
+        for s in cfg.stages:
+            p = builder.query_prompt(e.query) if s in QUERY_ONLY_STAGES else builder.passage_prompt(e.query, ps)
+            prompts[i, s] = p
+            # generate() primes the base stage's reply with the prefix, so it is part of that stage's key
+            keys[i, s] = _sha({"stage": s, "adapter": hashes[s], "prompt": hashlib.sha256(p.encode()).hexdigest(),
+                               "prefix": cfg.base_prefix if s == "base" else "", **decoding})
+            hit = cache.get(keys[i, s])
+            if hit is not None:
+                out[i, s] = hit["question"]
+    jobs = sorted((j for j in prompts if j not in out), key=lambda j: (len(prompts[j]), j))
+    stats = {"cached": len(out), "generated": len(jobs), "generate_calls": 0, "seconds": 0.0}
+    if jobs:
+        t0 = time.time()
+        sm = stage_model
+        if sm is None:
+            say(f"loading {cfg.base_model} with stages {', '.join(sorted({s for _, s in jobs}))}")
+            sm = StageModel.load(cfg.base_model, cfg.adapters_dir, stages=sorted({s for _, s in jobs}),
+                                 include_hidden=True, prompt=prompt_cfg)
+        if sm.prompt.base_prefix != cfg.base_prefix:
+            raise EvalError(f"the stage model primes base with {sm.prompt.base_prefix!r}, the run asks for "
+                            f"{cfg.base_prefix!r}")
+        for s in {s for _, s in jobs}:
+            if s not in sm.stages:
+                raise EvalError(f"stage {s} could not be loaded: {sm.errors.get(s, 'unknown reason')}")
+            if s != "base" and sm.adapter_hashes.get(s) not in (None, hashes[s]):
+                raise EvalError(f"stage {s}: the loaded adapter differs from the one on disk; reload")
+        for b in range(0, len(jobs), cfg.batch_size):
+            batch = jobs[b:b + cfg.batch_size]
+            texts = sm.generate([prompts[j] for j in batch], [s for _, s in batch], gen)
+            stats["generate_calls"] += 1
+            new = {}
+            for j, raw in zip(batch, texts):
+                out[j] = extract_question(raw)
+                new[keys[j]] = {"stage": j[1], "raw": raw, "question": out[j]}
+            cache.put_many(new)  # written per batch: a killed run keeps its work
+            say(f"generated {b + len(batch)}/{len(jobs)}")
+        stats["seconds"] = round(time.time() - t0, 1)
+    return out, {"hashes": hashes, **stats}
+
+
+def _tokenizer(base_model: str):
+    from transformers import AutoTokenizer
+
+    from racq.models import check_model_dir
+
+    return AutoTokenizer.from_pretrained(check_model_dir(base_model))
+
+
+# ---------------------------------------------------------------- scoring
+class CachedScorer:
+    """Faithfulness and reference scores, memoised on disk by scorer settings and texts."""
+
+    def __init__(self, scorer, cache: JsonlCache, embedder_name: str, embedder=None):
+        from racq.store.scores import scorer_key
+
+        self.scorer, self.cache, self.key = scorer, cache, scorer_key(scorer)
+        self.embedder_name, self.embedder = embedder_name, embedder
+
+    def faith(self, query: str, passages, question: str) -> dict:
+        key = _sha(["faith", self.key, query, [p.pid for p in passages], question])
+        value = self.cache.get(key)
+        if value is None:
+            value = self.scorer.score(query, passages, question)
+            self.cache.put_many({key: value})
+        return value
+
+    def reference(self, preds: Sequence[str], golds: Sequence[str]) -> list[dict]:
+        from racq.metrics import reference_scores_batch
+
+        keys = [_sha(["ref", self.embedder_name, p, g]) for p, g in zip(preds, golds)]
+        vals = [self.cache.get(k) for k in keys]
+        todo = [i for i, v in enumerate(vals) if v is None]
+        if todo:
+            fresh = reference_scores_batch([preds[i] for i in todo], [golds[i] for i in todo], self.embedder,
+                                           self.embedder_name)
+            for i, v in zip(todo, fresh):
+                vals[i] = v
+            self.cache.put_many({keys[i]: vals[i] for i in todo})
+        return vals
+
+
+def flat_scores(faith: dict, ref: dict | None, question: str) -> dict:
+    """The per-example numbers the report aggregates (None where a metric does not apply)."""
+    row = {m: (ref or {}).get(m) for m in REF_METRICS}
+    row.update({m: faith.get(m) for m in FAITH_METRICS if m in faith})
+    row["has_options"] = int(faith["n_options"] > 0)
+    row["is_question"] = int("?" in question)
+    for m in NLI_METRICS:
+        if m in faith:
+            row[m] = faith[m]
+    return row
+
+
+# ---------------------------------------------------------------- the run
+def evaluate(cfg: EvalConfig, *, stage_model=None, scorer=None, index=None, examples=None, embedder=None,
+             log: Callable[[str], None] | None = None) -> dict:
+    """Run the evaluation described in the module docstring; returns the metrics dict it writes."""
+    from racq import evalreport
+    from racq.faithfulness import FaithfulnessConfig, Scorer
+
+    say = log or (lambda m: print(f"[racq eval] {m}", file=sys.stderr, flush=True))
+    t0 = time.time()
+    stage_hashes(cfg.adapters_dir, cfg.stages)  # a missing stage fails before anything is loaded
+    if cfg.passages not in ("own", "retrieved"):
+        raise EvalError(f"--passages must be 'own' or 'retrieved', not {cfg.passages!r}")
+    if cfg.reference_stage not in cfg.stages:
+        say(f"reference stage {cfg.reference_stage} not evaluated: no paired tests")
+    exs = list(examples) if examples is not None else pick_examples(cfg.datasets, cfg.split, cfg.limit,
+                                                                     cfg.passages == "own")
+    if not exs:
+        raise EvalError("no examples to evaluate")
+    say(f"{len(exs)} examples, stages {', '.join(cfg.stages)}, passages {cfg.passages}")
+    passages = passages_for(exs, cfg, index)
+    cache_dir = Path(cfg.cache_dir)
+    gen_cache = JsonlCache(cache_dir / "generations.jsonl")
+    questions, gen_stats = generate_all(exs, passages, cfg, gen_cache, stage_model, say)
+
+    scorer = scorer or Scorer(FaithfulnessConfig(embedder=cfg.embedder, nli_model=cfg.nli_model))
+    cs = CachedScorer(scorer, JsonlCache(cache_dir / "scores.jsonl"), cfg.embedder, embedder)
+    pairs = [(i, s) for i in range(len(exs)) for s in cfg.stages]
+    refs = dict(zip(pairs, cs.reference([questions[p] for p in pairs], [exs[i].gold_question for i, _ in pairs])))
+    rows = []
+    for i, e in enumerate(exs):
+        for s in [GOLD, *cfg.stages]:
+            q = e.gold_question if s == GOLD else questions[i, s]
+            faith = cs.faith(e.query, passages[i], q)
+            rows.append({"example": i, "dataset": e.dataset, "topic_id": e.topic_id, "query": e.query, "stage": s,
+                         "adapter_hash": gen_stats["hashes"].get(s, ""),
+                         "prompt": "query-only" if s in QUERY_ONLY_STAGES else ("gold" if s == GOLD else "passages"),
+                         "passage_ids": [p.pid for p in passages[i]], "gold": e.gold_question, "prediction": q,
+                         "scores": flat_scores(faith, refs.get((i, s)), q),
+                         "options": [{k: o[k] for k in ("text", "supported", "how")} for o in faith["options"]],
+                         "skipped": faith.get("skipped", [])})
+    calib = None
+    if cfg.calibration:
+        from racq.calibration import calibration_agreement
+
+        from racq.data import DataError
+
+        say("calibration: scoring the hand-labelled set")
+        try:
+            calib = calibration_agreement(scorer, score_fn=cs.faith)
+        except DataError as e:  # the run's own results matter more than the calibration report
+            say(f"calibration skipped: {e}")
+    metrics = evalreport.summarise(rows, cfg, calib)
+    metrics["generation"] = {k: v for k, v in gen_stats.items() if k != "hashes"}
+    metrics["adapter_hashes"] = gen_stats["hashes"]
+    from racq.models import list_stages
+
+    metrics["training"] = {st.name: {k: st.manifest.get(k) for k in ("kind", "split", "examples", "created")}
+                           for st in list_stages(cfg.adapters_dir, include_hidden=True)
+                           if st.name in cfg.stages and st.manifest}
+    metrics["scoring"] = {"cache_hits": cs.cache.hits, "computed": cs.cache.misses, "scorer": cs.key}
+    metrics["seconds"] = round(time.time() - t0, 1)
+    evalreport.write_run(Path(cfg.results_dir) / cfg.run, rows, metrics)
+    say(f"wrote {Path(cfg.results_dir) / cfg.run} ({metrics['seconds']} s; {gen_stats['generated']} generated, "
+        f"{gen_stats['cached']} from cache)")
+    return metrics
+
+
+def config_dict(cfg: EvalConfig) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+__all__ = ["EvalConfig", "EvalError", "evaluate", "pick_examples", "passages_for", "generate_all",
+           "CachedScorer", "JsonlCache", "flat_scores", "FAITH_METRICS", "QUERY_ONLY_STAGES"]

@@ -5,8 +5,9 @@
     # -> ['4th', '3rd', '2nd']
 
 Normalisation (`norm_tokens`): lower-case; curly quotes folded; possessive 's dropped ("men's" -> men);
-thousands separators joined ("3,584" -> 3584); hyphens and slashes split ("2003-2015" -> 2003 2015);
-ordinal words to digits ("fourth" -> 4th, "first" -> 1st); cardinal words two..twenty to digits; a
+thousands separators joined ("3,584" -> 3584); short year ranges expanded ("1989-93" -> 1989-1993);
+hyphens and slashes split ("2003-2015" -> 2003 2015); ordinals to plain digits ("fourth", "4th" -> 4,
+so "fifth season" meets "season 5"); cardinal words two..twenty to digits; a
 few irregular forms to their base (won -> win, women -> woman, written -> write); then Porter stemming
 (plurals, -ing/-ed). Content tokens are normalised tokens that are neither stopwords nor *frame*
 words (the words that make a clarifying question a question: "looking", "interested", "mean",
@@ -23,21 +24,27 @@ Extraction rules, in order (`extract_options`):
    the text after the first comma is the list. Any other question with " or " is a bare list.
    Anything else (e.g. "Which year are you interested in?") offers no options.
 The list is split into conjuncts at commas and at the word "or" (never at "and": "series 7 and 8"
-is one option). For each conjunct its *core* is its content tokens minus the query's tokens
-(repeating the query is not an option) minus frame words; then, with two or more conjuncts, the
-tokens every conjunct shares are dropped (the shared frame, "World Cup" in "the men's or the women's
-World Cup") unless that would empty one. If the last conjunct's core is still longer than every
-other conjunct's, it is cut before its first preposition/relative/participle ("Indiana with an
-elephant mascot" -> Indiana); symmetrically the first conjunct is cut after its last one ("the
-genre of the film" -> film). Conjuncts whose core ends up empty (options that only repeat the query,
-"something else", "both") are dropped. `Option.text` is the shortest span of the original words that
-covers the core ("the actor in series 6" -> "actor in series 6").
+is one option). A conjunct's *core* is its content tokens minus the query's and the head's tokens
+(repeating the query is not an option). With two or more conjuncts, in this order:
+a. Ellipsis cut: if the last conjunct's core is longer than every other's, it is cut before its first
+   preposition/relative/participle ("Indiana with an elephant mascot" -> Indiana; "of" does not cut a
+   last conjunct: "the voice of the narrator"); symmetrically an over-long first conjunct is cut
+   after its last one ("the genre of the film" -> film). No cut that would drop a number.
+b. Number heads: when all other conjuncts are single numbers and the last starts with a number, the
+   rest of the last is their shared head ("the third or the fifth season" -> 3, 5).
+c. Shared frame: tokens every conjunct shares are dropped ("FIFA" in "2014 FIFA, or 2010 FIFA")
+   unless that would empty one; numbers are never dropped (1989-1993 and 1993-2017 share a year).
+Conjuncts whose core ends up empty (options that only repeat the query, "something else", "both")
+and repeats are dropped. `Option.text` is the shortest span of the original words that covers the
+core ("the actor in series 6" -> "actor in series 6").
 
-Limits (on purpose, documented in the tests): two coordinations in one question ("the date or
-edition of the wins in 2009, 2006, or 1980") are read as one flat list, so a middle conjunct keeps
-its frame; options joined by "and" are not split; options that are whole clauses keep all their
-content words; ellipsis inside a long option is not resolved; stemming does not catch synonyms
-(that is the semantic check's job, in racq.faithfulness).
+Limits (on purpose; the `limit:` cases in tests/data/option_cases.yaml show them): two coordinations in
+one question ("the date or edition of the wins in 2009, 2006, or 1980") are read as one flat list, so
+a middle conjunct keeps its frame; options joined by "and" are not split; whole-clause options keep
+all their content words; statements (no lead-in, no "or") offer no options, so a model that answers
+instead of asking is judged by novel_content/PARENT, not here; Roman numerals are not numbers;
+"play-off" does not meet "playoff"; stemming does not catch synonyms (that is the semantic check's
+job, in racq.faithfulness).
 """
 
 from __future__ import annotations
@@ -61,12 +68,11 @@ s t ve ll re d m o y either both neither
 # Words of the question's frame: they never count as option content or as novel content.
 FRAME_WORDS = frozenset("""
 looking look interested interest want wanted know knowing mean meant referring refer asking ask
-like information info specific particular specifically exactly one ones else something anything
+like info specific particular specifically exactly one ones else something anything
 other others another both neither whichever regarding concerning details detail
 """.split())
 
-_ORDINALS = {w: f"{i}{'st' if i % 10 == 1 and i != 11 else 'nd' if i % 10 == 2 and i != 12 else 'rd' if i % 10 == 3 and i != 13 else 'th'}"
-             for i, w in enumerate("zeroth first second third fourth fifth sixth seventh eighth ninth tenth "
+_ORDINALS = {w: str(i) for i, w in enumerate("zeroth first second third fourth fifth sixth seventh eighth ninth tenth "
                                    "eleventh twelfth thirteenth fourteenth fifteenth sixteenth seventeenth "
                                    "eighteenth nineteenth twentieth".split())}
 _CARDINALS = {w: str(i) for i, w in enumerate("zero one two three four five six seven eight nine ten eleven twelve "
@@ -95,7 +101,8 @@ _LEAD_IN = re.compile(
     r"(?:are|were)\s+you\s+(?:(?:currently|actually|specifically)\s+)?"
     r"(?:looking\s+for|interested\s+in|referring\s+to|asking\s+(?:about|for)|talking\s+about|"
     r"searching\s+for|inquiring\s+about|curious\s+about)|"
-    r"^(?:do|would)\s+you\s+(?:want|like|wish)\s+to\s+(?:know|learn|find\s+out)(?:\s+(?:about|more\s+about|of|if|whether))?|"
+    r"^(?:do|would)\s+you\s+(?:want|like|wish)\s+to\s+(?:know|learn|find\s+out)"
+    r"(?:\s+(?:about|more\s+about|of|if|whether))?|"
     r"^(?:do|did)\s+you\s+mean|^(?:is|was)\s+(?:it|this|that)\s+about",
     re.I)
 _INFO = re.compile(r"^(?:more\s+)?(?:information|info|details)\s+(?:on|about|regarding)\s+", re.I)
@@ -105,8 +112,15 @@ _WH = re.compile(r"^(?:which|what|who|whom|whose|when|where|how)\b", re.I)
 _WORD = re.compile(r"[A-Za-z0-9]+(?:['’][A-Za-z]+)?")
 
 
+def _full_range(m: re.Match) -> str:
+    start, end = int(m.group(1)), int(m.group(2))
+    full = start // 100 * 100 + end
+    return f"{start}-{full if full > start else full + 100}"  # 1989-93 -> 1989-1993, 1999-00 -> 1999-2000
+
+
 def _fold(text: str) -> str:
     text = text.replace("’", "'").replace("‘", "'").replace("“", '"').replace("”", '"')
+    text = re.sub(r"\b(1[5-9]\d\d|20\d\d)\s*[-–]\s*(\d\d)\b", _full_range, text)
     return re.sub(r"(?<=\d),(?=\d{3}\b)", "", text)
 
 
@@ -121,7 +135,7 @@ def norm_word(word: str) -> str:
     if w in _CARDINALS:
         return _CARDINALS[w]
     if _NUMBER.match(w):
-        return w
+        return re.sub(r"(st|nd|rd|th)$", "", w)
     w = _IRREGULAR.get(w, w)
     return _STEMMER.stem(w)
 
@@ -164,7 +178,9 @@ class Option:
 def _cut(conj: str, last: bool) -> str:
     """Cut a first/last conjunct at a boundary word (see the docstring)."""
     ws = conj.split()
-    idx = [i for i, w in enumerate(ws) if re.sub(r"\W", "", w.lower()) in _BOUNDARY]
+    # "of" starts a complement, not a new phrase, after the option ("the voice of the narrator").
+    stops = _BOUNDARY - {"of"} if last else _BOUNDARY
+    idx = [i for i, w in enumerate(ws) if re.sub(r"\W", "", w.lower()) in stops]
     if last:
         # first boundary that has a content word before it
         for i in idx:
@@ -225,10 +241,18 @@ def extract_options(question: str, query: str = "") -> list[Option]:
             others = [len(c) for i, c in enumerate(cores) if i != pos and c]
             if others and len(cores[pos]) > max(others):
                 cut = _cut(conjs[pos], last)
-                if cut != conjs[pos] and _core(cut, qtok):
-                    conjs[pos], cores[pos] = cut, _core(cut, qtok)
+                kept = _core(cut, qtok)
+                lost = set(cores[pos]) - set(kept)
+                if cut != conjs[pos] and kept and not any(is_number(t) for t in lost):
+                    conjs[pos], cores[pos] = cut, kept
+        # "the third or the fifth season": numbers against a number plus a shared head noun.
+        rest = [c for c in cores[:-1] if c]
+        if rest and all(len(c) == 1 and is_number(c[0]) for c in rest) and len(cores[-1]) > 1 \
+                and is_number(cores[-1][0]):
+            cores[-1] = cores[-1][:1]
         nonempty = [set(c) for c in cores if c]
         shared = set.intersection(*nonempty) if len(nonempty) >= 2 else set()
+        shared = {t for t in shared if not is_number(t)}  # 1989-1993, 1993-2017 share a year, not a frame
         if shared and all(set(c) - shared for c in cores if c):
             cores = [[t for t in c if t not in shared] for c in cores]
     out, seen = [], set()

@@ -111,7 +111,7 @@ def test_pool_build_batches_stages_stores_lineage_scores_and_items(tmp_path, tin
     for c in cands:
         assert c["adapter_hash"] == hashes[c["stage"]] and c["text"].strip()
         assert json.loads(c["decoding"]) == {"do_sample": False, "max_new_tokens": 6, "prompt_top_k": 3,
-                                             "passage_tokens": 80, "chat_template": True}
+                                             "passage_tokens": 64, "chat_template": True}
         assert c["round_id"] is None  # no training round made these stages
     with db.read() as c:
         passages = list(c.query("SELECT query_id, COUNT(*) AS n FROM query_passages GROUP BY query_id"))

@@ -16,7 +16,14 @@ from typing import List, Optional
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
+import warnings  # noqa: E402
+
 import typer  # noqa: E402
+
+# Library deprecation chatter is for developers, not for someone asking a question.
+warnings.filterwarnings("ignore", category=FutureWarning)
+warnings.filterwarnings("ignore", category=UserWarning, module="peft")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 from racq.config import TrainConfig, describe, load_config  # noqa: E402
 
@@ -72,7 +79,8 @@ def ask(query: str = typer.Argument(..., help="The user's query."),
         print(json.dumps(result, indent=2, ensure_ascii=False))
         return
     for hit in result["passages"]:
-        print(f"[{hit['rank']}] ({hit['score']:.3f}) {hit['title']}: {hit['text'][:200]}")
+        title = f"{hit['title']}: " if hit["title"] else ""
+        print(f"[{hit['rank']}] ({hit['score']:.3f}) {title}{hit['text'][:200]}")
     print()
     for st, q in result["questions"].items():
         print(f"{st:>12}: {q or '(no question)'}")

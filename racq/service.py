@@ -26,12 +26,18 @@ def clean_query(text, max_chars: int = MAX_QUERY_CHARS) -> tuple[str, list[str]]
     """(query, notes): control characters dropped, whitespace squeezed, cut at `max_chars`.
 
     Any language and any script is accepted; only emptiness is an error."""
+    notes = []
     if isinstance(text, bytes):
-        text = text.decode("utf-8", errors="replace")
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError:
+            text = text.decode("utf-8", errors="replace")
+            notes.append("bytes that are not UTF-8 were replaced by \ufffd")
     if not isinstance(text, str):
         raise BadQuery(f"the query must be text, not {type(text).__name__}")
-    notes = []
-    kept = "".join(" " if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co") and c not in "\u200d" else c
+    # Format characters go, except the joiners that spell words: ZWJ (emoji sequences) and ZWNJ
+    # (Persian and other scripts write it inside words; a space there would split the word).
+    kept = "".join(" " if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co") and c not in "\u200c\u200d" else c
                    for c in text)
     kept = " ".join(kept.split())
     if kept != text.strip():

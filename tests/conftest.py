@@ -37,3 +37,22 @@ def tiny_adapters(tmp_path_factory, tiny_lm):
     for seed, name in enumerate(("sft", "aligned", "uncond"), 1):
         make_random_adapter(tiny_lm, root / name, seed=seed)
     return root
+
+
+@pytest.fixture(scope="session")
+def passage_index(tmp_path_factory):
+    """A small real index (the shipped MiniLM embedder) over a few passages, some in other scripts and
+    one carrying markup. Returns (RetrievalConfig, passages); copy the folder before altering it."""
+    from racq.data import Passage
+    from racq.retrieval import Index, RetrievalConfig
+
+    passages = [Passage("Wolverine", "Hugh Jackman played Wolverine in the X-Men films from 2000 to 2017."),
+                Passage("Wolverine (comics)", "Wolverine is a Marvel Comics character created in 1974."),
+                Passage("World Cup 2018", "France won the 2018 FIFA World Cup in Russia, beating Croatia."),
+                Passage("كأس العالم", "فازت فرنسا بكأس العالم لكرة القدم عام ٢٠١٨."),
+                Passage("מונדיאל", "צרפת ניצחה במונדיאל 2018 שנערך ברוסיה."),
+                Passage("Fox 🦊", "The red fox 🦊 lives across the Northern Hemisphere."),
+                Passage("Markup <b>title</b>", "A passage holding <img src=x onerror=alert(1)> and ${7*7} as text.")]
+    rc = RetrievalConfig(index_dir=str(tmp_path_factory.mktemp("passage-index") / "index"), k=3)
+    Index.build(passages, cfg=rc, log=lambda m: None).save(rc.index_dir)
+    return rc, passages

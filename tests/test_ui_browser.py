@@ -10,26 +10,18 @@ Never `playwright install`: it downloads browsers this project does not use.
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import socket
-import sqlite3
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
 
+from apphelpers import REPO, AppServer, rows
+
 pytest.importorskip("playwright")
 from playwright.sync_api import expect  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = os.environ.get("E2E_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -47,12 +39,6 @@ def browser_type_launch_args(browser_type_launch_args):
     if not os.path.exists(CHROMIUM):
         pytest.skip(f"{CHROMIUM} missing: apt-get install -y --no-install-recommends chromium")
     return {**browser_type_launch_args, "executable_path": CHROMIUM, "args": CHROMIUM_ARGS}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -98,42 +84,19 @@ def ui_env(tmp_path_factory, tiny_lm, tiny_adapters):
 @pytest.fixture(scope="session")
 def app(ui_env):
     """`python app.py --config ...` on a free port; yields the base URL."""
-    port = _free_port()
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False",
-               TOKENIZERS_PARALLELISM="false")
-    log = open(ui_env["root"] / "app.log", "w")
-    proc = subprocess.Popen([sys.executable, "app.py", "--config", str(ui_env["config"]), "--port", str(port)],
-                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.time() + 120
     try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"app exited ({proc.returncode}):\n{(ui_env['root'] / 'app.log').read_text()[-3000:]}")
-            try:
-                if urllib.request.urlopen(url, timeout=2).status == 200:
-                    break
-            except OSError:
-                pass
-            if time.time() > deadline:
-                pytest.fail("app did not answer within 120 s")
-            time.sleep(0.3)
-        yield url
+        server = AppServer(ui_env["config"], ui_env["root"] / "app.log").start()
+    except RuntimeError as e:
+        pytest.fail(str(e))
+    try:
+        yield server.url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        server.stop()
 
 
 def _votes(db: Path, annotator: str) -> list[dict]:
-    with sqlite3.connect(db) as conn:
-        conn.row_factory = sqlite3.Row
-        return [dict(r) for r in conn.execute(
-            "SELECT v.* FROM votes v JOIN annotators a ON a.id = v.annotator_id WHERE a.name = ? ORDER BY v.id",
-            [annotator])]
+    return rows(db, "SELECT v.* FROM votes v JOIN annotators a ON a.id = v.annotator_id WHERE a.name = ? "
+                    "ORDER BY v.id", [annotator])
 
 
 def _shoot(page, name: str) -> None:
@@ -144,46 +107,7 @@ def _shoot(page, name: str) -> None:
 
 
 # ------------------------------------------------------------------ tests
-def test_private_files_are_not_served(app, ui_env):
-    """The DB, the users file, the model and the index stay off every file route."""
-    private = [ui_env["db"], ui_env["users"], ui_env["tiny_lm"] / "config.json",
-               ui_env["index_dir"] / "passages.jsonl", REPO / "annotations" / "guidelines.md"]
-    routes = []
-    for p in private:
-        routes += [f"gradio_api/file={p}", f"file={p}", f"gradio_api/file={urllib.parse.quote(str(p))}"]
-    routes += ["gradio_api/file=racq.db", "gradio_api/file=annotations/racq.db",
-               f"gradio_api/file=../../../../../..{ui_env['db']}", "racq.db", "static/../racq.db"]
-    secrets = [b"SQLite format 3", b"pbkdf2_sha256", b"LlamaForCausalLM", b"Injected", b"What counts"]
-    for route in routes:
-        try:
-            with urllib.request.urlopen(app + route, timeout=10) as r:
-                body, status = r.read(), r.status
-        except urllib.error.HTTPError as e:
-            body, status = e.read(), e.code
-        leaked = [s for s in secrets if s in body]
-        assert status != 200 or not leaked, f"{route} served {leaked}"
-
-
-def test_api_payloads_are_blind_and_idempotent(app, ui_env):
-    """What the sign-in and vote endpoints send to a client: no stage names before the vote; a second
-    submission with the same showing id records nothing."""
-    from gradio_client import Client
-
-    client = Client(app, verbose=False, analytics_enabled=False, download_files=False)
-    bad = client.predict("bob", "wrong-token", api_name="/annotate_sign_in")
-    assert "unknown name or wrong token" in json.dumps(bad)
-    out = client.predict("bob", BOB_TOKEN, api_name="/annotate_sign_in")
-    text = json.dumps(out)
-    assert "Query" in text and not STAGE_WORDS.search(text), text
-    token = re.search(r'"([0-9a-f]{32})"', text).group(1)
-    first = client.predict(token, "", None, api_name="/annotate_left")
-    again = client.predict(token, "", None, api_name="/annotate_left")
-    rows = _votes(ui_env["db"], "bob")
-    assert [r["outcome"] for r in rows] == ["left"] and rows[0]["client_id"] == token
-    assert STAGE_WORDS.search(json.dumps(first))  # revealed after the vote, as designed
-    assert "already recorded" in json.dumps(again)
-
-
+# (Private files on HTTP routes and the blind, idempotent annotate API: tests/test_access.py.)
 def test_annotate_with_keyboard(page, app, ui_env):
     dialogs = []
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
@@ -255,7 +179,7 @@ def test_annotate_with_keyboard(page, app, ui_env):
 
         page.get_by_role("tab", name="Leaderboard").click()
         n = leaderboard(open_db(ui_env["db"]), n_boot=10)["n_votes"]
-        assert n >= 4  # ana's 3 effective votes + bob's
+        assert n >= 4  # ana's effective votes: left, right, the skip and both bad
         expect(page.locator("#leaderboard-summary")).to_contain_text(f"{n} votes", timeout=30_000)
     assert dialogs == []
 

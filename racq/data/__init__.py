@@ -15,6 +15,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import re
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -84,8 +85,47 @@ def open_text(path: Path):
     if not path.exists():
         raise DataError(path, None, "file not found (is the repository's data/ folder complete?)")
     if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8")
+        return _Text(gzip.open(path, "rt", encoding="utf-8"), path)
+    return _Text(open(path, encoding="utf-8"), path)
+
+
+class _Text:
+    """A data file's text (iterate lines or read()). A corrupt or truncated gzip, or bytes that are not
+    UTF-8, raise DataError naming the file instead of a bare BadGzipFile/EOFError/UnicodeDecodeError."""
+
+    _BROKEN = (UnicodeDecodeError, EOFError, OSError, zlib.error)  # gzip.BadGzipFile is an OSError
+
+    def __init__(self, fh, path: Path):
+        self._fh, self._path, self._lines = fh, path, 0
+
+    def _error(self, e: Exception) -> DataError:
+        what = ("is not UTF-8 text" if isinstance(e, UnicodeDecodeError) else "is truncated or not a valid gzip "
+                "file" if self._path.suffix == ".gz" else "cannot be read")
+        # Text is decoded in blocks, so the failing byte may lie a few lines past the last line read.
+        return DataError(self._path, None, f"{what} ({e}); {self._lines} lines were read before it")
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        try:
+            line = next(self._fh)
+        except self._BROKEN as e:
+            raise self._error(e) from None
+        self._lines += 1
+        return line
+
+    def read(self, size: int = -1) -> str:
+        try:
+            return self._fh.read(size)
+        except self._BROKEN as e:
+            raise self._error(e) from None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._fh.close()
 
 
 # name -> loader(data_dir) yielding Examples. Loader modules register themselves below.

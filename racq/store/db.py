@@ -38,7 +38,18 @@ def _write_lock(path: Path) -> threading.Lock:
         return _LOCKS.setdefault(key, threading.Lock())
 
 
-def _explain(path: Path, exc: sqlite3.Error) -> StoreError:
+# Python str that SQLite cannot take: a lone surrogate ("\ud800"), which is what undecodable bytes become
+# (and what a JSON client may send as "\ud800"). sqlite3 raises UnicodeEncodeError, not sqlite3.Error.
+_ERRORS = (sqlite3.Error, UnicodeEncodeError)
+
+
+def _explain(path: Path, exc: Exception) -> StoreError:
+    if isinstance(exc, UnicodeEncodeError):
+        bad = ascii(exc.object[exc.start:exc.end])  # ascii(): the message itself must be encodable
+        err = StoreError(f"{path}: text holds {bad}, which is not a valid Unicode character (bytes that "
+                         f"were not UTF-8?); nothing from this operation was saved")
+        err.__cause__ = exc
+        return err
     msg = str(exc)
     if "full" in msg:
         hint = "the disk (or the database's size cap) is full; free space and retry"
@@ -83,7 +94,7 @@ class Store:
             raise _explain(self.path, exc) from exc
         try:
             yield db
-        except sqlite3.Error as exc:
+        except _ERRORS as exc:
             raise _explain(self.path, exc) from exc
         finally:
             db.close()
@@ -104,7 +115,7 @@ class Store:
                 if db.conn.in_transaction:
                     with contextlib.suppress(sqlite3.Error):
                         db.conn.execute("ROLLBACK")
-                if isinstance(exc, sqlite3.Error):
+                if isinstance(exc, _ERRORS):
                     raise _explain(self.path, exc) from exc
                 raise
             finally:

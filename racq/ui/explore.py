@@ -25,13 +25,21 @@ METRICS = [("option_support", "option support", "{:.2f}"), ("hallucinated", "hal
 
 
 def stages_to_ask(ctx, asker) -> list[str]:
-    """Loaded stages plus the ones that failed to load (shown as errors), limited to cfg.stages."""
+    """Loaded stages plus the ones that failed to load (shown as errors), limited to cfg.stages. A stage
+    that cfg.stages names but that has no adapter folder at all is shown as an error too, not dropped."""
     names = list(asker.stages) + [s for s in getattr(asker.stage_model, "errors", {}) if s not in asker.stages]
+    names += [s for s in ctx.cfg.stages if s not in names]
     return [s for s in names if not ctx.cfg.stages or s in ctx.cfg.stages]
+
+
+def _missing(ctx, asker, stage: str) -> bool:
+    return stage not in asker.stages and stage not in getattr(asker.stage_model, "errors", {})
 
 
 def ask_stage(ctx, asker, query: str, k: int, stage: str) -> tuple[dict, list[dict] | None]:
     """One stage's card data and the retrieved passages: {"question", "scores"|"score_error"} or {"error"}."""
+    if _missing(ctx, asker, stage):
+        return {"error": f"no adapter for this stage in {ctx.cfg.adapters_dir}"}, None
     try:
         r = asker.ask(query, k=k, stages=[stage], gen=ctx.cfg.gen_config())
     except BadQuery:

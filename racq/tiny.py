@@ -62,3 +62,24 @@ def make_random_adapter(base_dir: str | Path, target: str | Path, seed: int = 1,
 
 if __name__ == "__main__":
     print(make_tiny_lm(sys.argv[1] if len(sys.argv) > 1 else "tiny-lm"))
+
+
+class BagOfWords:
+    """A toy sentence embedder: hashed word counts (128-d). Deterministic, instant, no model files —
+    for tests and benchmarks that need retrieval mechanics rather than retrieval quality."""
+
+    identity = "bow-test"
+
+    def encode(self, texts, normalize_embeddings=True, **kw):
+        import hashlib
+        import re
+
+        import numpy as np
+
+        out = np.zeros((len(texts), 128), np.float32)
+        for i, t in enumerate(texts):
+            for w in re.findall(r"\w+", t.lower()):
+                out[i, int(hashlib.md5(w.encode()).hexdigest(), 16) % 128] += 1
+        if normalize_embeddings:
+            out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-9)
+        return out

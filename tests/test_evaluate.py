@@ -197,15 +197,7 @@ def test_unknown_stage_is_a_clear_error_and_writes_nothing(tmp_path, tiny_lm, ad
     assert not (tmp_path / "results").exists()
 
 
-class BagOfWords:
-    identity = "bow-test"
-
-    def encode(self, texts, normalize_embeddings=True, **kw):
-        out = np.zeros((len(texts), 128), np.float32)
-        for i, t in enumerate(texts):
-            for w in re.findall(r"\w+", t.lower()):
-                out[i, int(hashlib.md5(w.encode()).hexdigest(), 16) % 128] += 1
-        return out
+from racq.tiny import BagOfWords  # noqa: E402  (toy embedder shared with the benches)
 
 
 def test_retrieved_mode_scores_against_the_index_passages(tmp_path, tiny_lm, adapters, examples, lexical):

@@ -23,15 +23,7 @@ from racq.store import finish_round, open_db, record_round
 from racq.store.scores import stage_scores
 
 
-class BagOfWords:
-    identity = "bow-test"
-
-    def encode(self, texts, normalize_embeddings=True, **kw):
-        out = np.zeros((len(texts), 128), np.float32)
-        for i, t in enumerate(texts):
-            for w in re.findall(r"\w+", t.lower()):
-                out[i, int(hashlib.md5(w.encode()).hexdigest(), 16) % 128] += 1
-        return out
+from racq.tiny import BagOfWords  # noqa: E402  (toy embedder shared with the benches)
 
 
 CORPUS = [Passage("Chess", "Ju Wenjun won the rapid chess championship in Riyadh in 2017."),

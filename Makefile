@@ -1,5 +1,6 @@
 # RACQ: two commands do everything.
-#   make demo   -> sets up .venv, the models and the index, then serves the app on 127.0.0.1:7860
+#   make demo   -> sets up .venv, the models, the index and a first annotation pool, then serves the app
+#                  on 127.0.0.1:7860 (first run ~12 min on 2 cores, later runs seconds)
 #   make test   -> sets up .venv, then runs the test suite
 # Re-running is fast: each step is skipped when its inputs did not change.
 
@@ -12,7 +13,7 @@ export TRANSFORMERS_OFFLINE := 1
 export GRADIO_ANALYTICS_ENABLED := False
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test setup models index browser bench clean-venv
+.PHONY: demo test setup models index pool browser bench clean-venv
 
 setup: $(STAMP)
 
@@ -30,7 +31,11 @@ models: setup
 index: models
 	$(VENV)/bin/racq index build
 
-demo: index
+# A first pool of annotation items from the shipped stages (idempotent: a re-run adds only what is missing).
+pool: index
+	$(VENV)/bin/racq pool build --n 24
+
+demo: pool
 	$(PY) app.py
 
 browser:

@@ -22,6 +22,9 @@ from apphelpers import REPO, AppServer, rows
 pytest.importorskip("playwright")
 from playwright.sync_api import expect  # noqa: E402
 
+# CI machines are small and busy: a 5 s default wait for a server round trip is flaky there.
+expect.set_options(timeout=20_000)
+
 CHROMIUM = os.environ.get("E2E_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",

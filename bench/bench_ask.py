@@ -33,15 +33,9 @@ def _setup(args):
 
     if not args.tiny:
         return Path(DEFAULT_BASE_MODEL), Path(ADAPTERS_DIR)
-    from racq.tiny import make_random_adapter, make_tiny_lm
+    from racq.tiny import tiny_stages
 
-    root = Path(args.workdir)
-    base = root / "lm"
-    if not (base / "config.json").exists():
-        make_tiny_lm(base, hidden=64)
-        for i, name in enumerate(("sft", "aligned"), 1):
-            make_random_adapter(base, root / "adapters" / name, seed=i)
-    return base, root / "adapters"
+    return tiny_stages(args.workdir)
 
 
 def run_variant(args) -> dict:

@@ -53,15 +53,9 @@ def models(args) -> tuple[Path, Path]:
         if not (Path(DEFAULT_BASE_MODEL) / "config.json").exists():
             sys.exit(f"--real: no base model at {DEFAULT_BASE_MODEL}; run `racq models setup` first")
         return Path(DEFAULT_BASE_MODEL), Path(ADAPTERS_DIR)
-    from racq.tiny import make_random_adapter, make_tiny_lm
+    from racq.tiny import tiny_stages
 
-    root = Path(args.workdir)
-    base = root / "tiny-lm"
-    if not (base / "config.json").exists():
-        make_tiny_lm(base, hidden=64)
-        for i, name in enumerate(("sft", "aligned"), 1):
-            make_random_adapter(base, root / "adapters" / name, seed=i)
-    return base, root / "adapters"
+    return tiny_stages(args.workdir)
 
 
 class Timed:

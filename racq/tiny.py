@@ -83,3 +83,14 @@ class BagOfWords:
         if normalize_embeddings:
             out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-9)
         return out
+
+
+def tiny_stages(root: str | Path, stages=("sft", "aligned"), hidden: int = 64) -> tuple[Path, Path]:
+    """(base folder, adapters folder): a tiny base with random adapters under `root`, made once."""
+    root = Path(root)
+    base = root / "tiny-lm"
+    if not (base / "config.json").exists():
+        make_tiny_lm(base, hidden=hidden)
+        for i, name in enumerate(stages, 1):
+            make_random_adapter(base, root / "adapters" / name, seed=i)
+    return base, root / "adapters"

@@ -106,16 +106,7 @@ def run_app(work: Path, tiny_lm: Path, annotators: int, seconds: float, n_querie
 
     with AppServer(config, work / "app.log") as app:
         rest = Rest(app.url)
-        threads = [threading.Thread(target=annotator, args=(k,), daemon=True) for k in range(annotators)]
-        for t in threads:
-            t.start()
-        ready.wait()  # everyone signed in
-        start = time.monotonic()
-        window["end"] = start + seconds
-        go.set()
-        for t in threads:
-            t.join()
-        elapsed = time.monotonic() - start
+        elapsed = run_window(annotator, annotators, ready, go, window, seconds)  # after everyone signed in
         rest.close()
     out = summary(len(acked), elapsed, lat) | check_db(db, acked)
     out |= {"signin_p50_ms": round(pct(signin_lat, 50) * 1000, 1), "errors": len(errors),
@@ -161,6 +152,14 @@ def run_store(work: Path, annotators: int, seconds: float, n_queries: int) -> di
                 acked.append(cid)
                 lat.append(time.perf_counter() - t0)
 
+    elapsed = run_window(annotator, annotators, ready, go, window, seconds)
+    return summary(len(acked), elapsed, lat) | check_db(store.path, acked) | {"errors": len(errors),
+                                                                             "first_errors": errors[:3]}
+
+
+
+def run_window(annotator, annotators: int, ready, go, window: dict, seconds: float) -> float:
+    """Start one thread per annotator, open the timed window once all are ready, wait; seconds taken."""
     threads = [threading.Thread(target=annotator, args=(k,), daemon=True) for k in range(annotators)]
     for t in threads:
         t.start()
@@ -170,10 +169,7 @@ def run_store(work: Path, annotators: int, seconds: float, n_queries: int) -> di
     go.set()
     for t in threads:
         t.join()
-    elapsed = time.monotonic() - start
-    return summary(len(acked), elapsed, lat) | check_db(store.path, acked) | {"errors": len(errors),
-                                                                             "first_errors": errors[:3]}
-
+    return time.monotonic() - start
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

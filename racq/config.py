@@ -177,6 +177,12 @@ class TrainConfig:
     max_new_tokens: int = helpfield(32, "Most tokens per sampled question.")
     tries: int = helpfield(5, "Resample up to this many times until the sample contains a '?'.")
     chosen: str = helpfield("sample", "'sample' (an SFT sample, as RAC) or 'gold' (the gold question).")
+    chosen_candidates: int = helpfield(1, "SFT samples drawn per example for chosen (1 = RAC); with "
+                                          "faithfulness_filter the most faithful one is kept.")
+    rejected_candidates: int = helpfield(1, "Mixture samples drawn per example for rejected (1 = RAC); with "
+                                            "faithfulness_filter the least faithful one is kept.")
+    faithfulness_filter: bool = helpfield(False, "Rank candidates with the project's faithfulness scorer and "
+                                                 "drop pairs whose chosen is not more faithful than rejected.")
     gen_batch_size: int = helpfield(8, "Prompts per generate() call while building pairs.")
     # DPO
     beta: float = helpfield(0.2, "DPO beta (sigmoid loss).")

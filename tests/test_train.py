@@ -83,6 +83,47 @@ def test_pairs_file_is_trl_ready_with_provenance(chain):
     assert stats["written"] + stats["dropped_identical"] + stats["dropped_no_question"] == stats["examples"]
 
 
+def test_faithfulness_filter_keeps_the_most_faithful_chosen_and_least_faithful_rejected(tiny_lm, tmp_path):
+    """Several candidates per side, ranked by the scorer: every kept pair's chosen outranks its rejected,
+    the kept candidates are the extreme ones, and every example is accounted for."""
+    from racq.faithfulness import FaithfulnessConfig, Scorer
+    from racq.train.common import rank_own_passages, select_examples
+    from racq.train.pairs import build_pairs, faithfulness_key, read_pairs
+    from racq.train.sft import train_sft
+
+    cfg = tiny_cfg(tiny_lm, tmp_path, chosen="sample", t2_limit=6, chosen_candidates=3, rejected_candidates=2,
+                   faithfulness_filter=True, max_new_tokens=12)
+    train_sft(cfg, query_only=False)
+    train_sft(cfg, query_only=True)
+    stats = build_pairs(cfg)
+    assert (stats["written"] + stats["dropped_identical"] + stats["dropped_no_question"]
+            + stats["dropped_not_more_faithful"] == stats["examples"] == 6)
+    rows = list(read_pairs(Path(cfg.run_dir) / "pairs.jsonl"))
+    assert rows and len(rows) == stats["written"]
+    scorer = Scorer(FaithfulnessConfig(embedder=cfg.embedder))
+    exs = {e.topic_id: e for e in select_examples(cfg, "t2", cfg.t2_limit)}
+    ranked = dict(zip(exs, rank_own_passages(list(exs.values()), cfg.embedder, cfg.top_k)))
+    for r in rows:
+        assert r["candidates"] == [3, 2]
+        c = scorer.score(r["query"], ranked[r["topic_id"]], r["chosen_text"])
+        rj = scorer.score(r["query"], ranked[r["topic_id"]], r["rejected_text"])
+        assert faithfulness_key(c) > faithfulness_key(rj)  # recomputed, not trusted from the file
+        assert r["chosen_faith"]["hallucinated"] == c["hallucinated"]
+
+
+def test_pick_takes_the_extreme_candidate_and_prefers_questions():
+    from racq.train.pairs import _pick
+
+    def s(n, hall, sup, novel):
+        return {"n_options": n, "hallucinated": hall, "option_support": sup, "novel_content": novel}
+
+    texts = ["Which one?", "Do you mean A or B?", "Do you mean A or Z?", "no question here"]
+    scores = [s(0, 0, 1.0, 0.2), s(2, 0, 1.0, 0.1), s(2, 1, 0.5, 0.4), s(0, 0, 1.0, 0.0)]
+    assert _pick(texts, 4, scores, best=True) == [(1, scores[1])]    # grounded options beat none
+    assert _pick(texts, 4, scores, best=False) == [(2, scores[2])]   # an invented option is worst
+    assert _pick(texts, 2, None, best=True) == [(0, None), (2, None)]  # no scorer: first sample with a "?"
+
+
 def test_completion_only_labels_cover_exactly_the_question(tiny_lm, tmp_path):
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer

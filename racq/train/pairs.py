@@ -5,6 +5,12 @@ rejected = a sample of the hard token-level mixture: each token from the query-o
            probability alpha (0.7), else from the SFT model.
 Sampling: T 0.7, top-p 0.9, top-k 50, <= 32 new tokens, up to 5 tries until a "?", cut after it.
 
+With `faithfulness_filter` (the shipped CPU recipe) several candidates are drawn per side and ranked
+by the project's faithfulness scorer against the prompt's passages: chosen = the most faithful SFT
+sample, rejected = the least faithful mixture sample, and a pair is kept only when its chosen is
+strictly more faithful. A 135M model's single SFT sample is too often option-free or itself invented
+for RAC's "the SFT sample is the faithful side" to hold; the filter makes it hold.
+
     racq pairs                        # -> runs/default/pairs.jsonl (TRL prompt/chosen/rejected)
     racq pairs --set alpha=0.5 --set t2_limit=50
 
@@ -49,6 +55,36 @@ def _sample_until_question(sm, prompts, stage, gen, seed, tries, mixture=None):
     return texts, used, share
 
 
+def faithfulness_key(s: dict) -> tuple:
+    """Sort key, higher = more faithful: offers options and all supported > no invented option >
+    share of supported options > less content absent from the passages."""
+    return (int(s["n_options"] > 0 and not s["hallucinated"]), 1 - s["hallucinated"],
+            round(s["option_support"], 3), -round(s["novel_content"], 3))
+
+
+def _pick(texts: list[str], n: int, scores: list[dict] | None, best: bool) -> list[tuple[int, dict | None]]:
+    """Per example (n consecutive candidates): the index of the candidate kept and its score. Candidates
+    without a "?" are never kept when one with a "?" exists; among equals the earliest sample wins."""
+    out = []
+    for start in range(0, len(texts), n):
+        idx = list(range(start, start + n))
+        asks = [i for i in idx if "?" in texts[i]] or idx
+        if scores is None:
+            out.append((asks[0], None))
+            continue
+        sign = 1 if best else -1
+        i = max(asks, key=lambda i: (tuple(sign * v for v in faithfulness_key(scores[i])), -i))
+        out.append((i, scores[i]))
+    return out
+
+
+def _summary(s: dict | None) -> dict | None:
+    if s is None:
+        return None
+    return {"n_options": s["n_options"], "hallucinated": s["hallucinated"],
+            "option_support": round(s["option_support"], 3), "novel_content": round(s["novel_content"], 3)}
+
+
 def build_pairs(cfg: TrainConfig, out_path: Path | None = None, stage_model=None) -> dict:
     """Write `pairs.jsonl` in the run folder (resuming); return counts."""
     from racq.generate import StageModel
@@ -66,9 +102,12 @@ def build_pairs(cfg: TrainConfig, out_path: Path | None = None, stage_model=None
     done = _done_keys(out_path)
     todo = [(e, r) for e, r in zip(examples, ranked) if e.topic_id not in done]
     stats = {"examples": len(examples), "resumed": len(examples) - len(todo), "written": 0,
-             "dropped_identical": 0, "dropped_no_question": 0}
+             "dropped_identical": 0, "dropped_no_question": 0, "dropped_not_more_faithful": 0}
+    scorer = None
     gen = GenConfig(do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k_sampling,
-                    max_new_tokens=cfg.max_new_tokens, batch_size=cfg.gen_batch_size)
+                    max_new_tokens=cfg.max_new_tokens,
+                    # all candidates of a batch in one call: rows draw independently from one seeded RNG
+                    batch_size=cfg.gen_batch_size * max(1, cfg.chosen_candidates, cfg.rejected_candidates))
     tok = sm.tokenizer
     out_path.parent.mkdir(parents=True, exist_ok=True)
     bs = cfg.gen_batch_size
@@ -78,25 +117,44 @@ def build_pairs(cfg: TrainConfig, out_path: Path | None = None, stage_model=None
             seed = cfg.seed + 7 * (stats["resumed"] + b)
             prompts = [sm.passage_prompt(e.query, r) for e, r in batch]
             qprompts = [sm.query_prompt(e.query) for e, _ in batch]
+            nc, nr = max(1, cfg.chosen_candidates), max(1, cfg.rejected_candidates)
             if cfg.chosen == "gold":
+                nc = 1
                 chosen, ctries = [e.gold_question for e, _ in batch], [0] * len(batch)
             else:
-                chosen, ctries, _ = _sample_until_question(sm, prompts, "sft", gen, seed, cfg.tries)
+                chosen, ctries, _ = _sample_until_question(sm, [p for p in prompts for _ in range(nc)], "sft",
+                                                           gen, seed, cfg.tries)
             rejected, rtries, share = _sample_until_question(
-                sm, prompts, "sft", gen, seed + 1, cfg.tries,
-                mixture={"alpha": cfg.alpha, "query_prompts": qprompts, "adapter": "uncond"})
-            for (e, r), c, ct, rj, rt, sh in zip(batch, chosen, ctries, rejected, rtries, share):
+                sm, [p for p in prompts for _ in range(nr)], "sft", gen, seed + 1, cfg.tries,
+                mixture={"alpha": cfg.alpha, "query_prompts": [q for q in qprompts for _ in range(nr)],
+                         "adapter": "uncond"})
+            cscores = rscores = None
+            if cfg.faithfulness_filter:
+                scorer = scorer or _scorer(cfg)
+                cscores = [scorer.score(e.query, r, chosen[k * nc + j])
+                           for k, (e, r) in enumerate(batch) for j in range(nc)]
+                rscores = [scorer.score(e.query, r, rejected[k * nr + j])
+                           for k, (e, r) in enumerate(batch) for j in range(nr)]
+            cpick, rpick = _pick(chosen, nc, cscores, best=True), _pick(rejected, nr, rscores, best=False)
+            chosen, ctries = [chosen[i] for i, _ in cpick], [ctries[i] for i, _ in cpick]
+            rejected = [rejected[i] for i, _ in rpick]
+            rtries, share = [rtries[i] for i, _ in rpick], [share[i] for i, _ in rpick]
+            for (e, r), c, ct, rj, rt, sh, (_, cs), (_, rs) in zip(batch, chosen, ctries, rejected, rtries, share,
+                                                                   cpick, rpick):
                 if "?" not in c:
                     stats["dropped_no_question"] += 1
                 elif c.strip().lower() == rj.strip().lower():
                     stats["dropped_identical"] += 1
+                elif cs is not None and faithfulness_key(cs) <= faithfulness_key(rs):
+                    stats["dropped_not_more_faithful"] += 1
                 else:
                     row = {"prompt": prompt_for(tok, e.query, r, cfg), "chosen": answer_for(tok, c),
                            "rejected": answer_for(tok, rj), "query": e.query, "topic_id": e.topic_id,
                            "dataset": e.dataset, "passage_ids": [p.pid for p in r], "chosen_text": c,
                            "rejected_text": rj, "chosen_tries": ct, "rejected_tries": rt,
                            "rejected_uncond_share": round(sh, 3), "alpha": cfg.alpha, "seed": seed,
-                           "source": "synthetic", "chosen_from": cfg.chosen}
+                           "source": "synthetic", "chosen_from": cfg.chosen,
+                           "candidates": [nc, nr], "chosen_faith": _summary(cs), "rejected_faith": _summary(rs)}
                     fh.write(json.dumps(row, ensure_ascii=False) + "\n")
                     stats["written"] += 1
                 # a marker line per example makes resume exact even for dropped examples
@@ -107,6 +165,12 @@ def build_pairs(cfg: TrainConfig, out_path: Path | None = None, stage_model=None
     stats["total_pairs"] = sum(1 for _ in read_pairs(out_path))
     (out_path.parent / "pairs.stats.json").write_text(json.dumps(stats, indent=2))
     return stats
+
+
+def _scorer(cfg: TrainConfig):
+    from racq.faithfulness import FaithfulnessConfig, Scorer
+
+    return Scorer(FaithfulnessConfig(embedder=cfg.embedder))
 
 
 def _done_keys(path: Path) -> set[str]:

@@ -21,13 +21,13 @@ DATASET_NAMES = {"paqa": "PaQa", "cambignq": "CAmbigNQ", "clariq": "ClariQ", "qu
                  "clariq_fkw": "ClariQ-FKw"}
 NLI_SKIPPED = "skipped: no NLI model configured"
 LABELS = {"rouge1": "ROUGE-1 ↑", "rouge2": "ROUGE-2 ↑", "rougeL": "ROUGE-L ↑", "bleu": "BLEU ↑",
-          "embed_sim": "embed sim ↑", "hallucinated": "hallucinated ↓", "option_support": "option support ↑",
+          "embed_sim": "embed sim ↑", "hallucinated": "hallucinated ↓", "grounded": "grounded ↑", "option_support": "option support ↑",
           "has_options": "has options", "novel_content": "novel content ↓", "parent_precision": "PARENT P ↑",
           "parent_recall": "PARENT R ↑", "parent_f1": "PARENT F1 ↑", "is_question": "is a question ↑",
           "nli_min": "NLI min ↑", "nli_hallucinated": "NLI hallucinated ↓"}
-FAITH_COLUMNS = ("hallucinated", "option_support", "has_options", "novel_content", "parent_precision",
+FAITH_COLUMNS = ("grounded", "hallucinated", "option_support", "has_options", "novel_content", "parent_precision",
                  "parent_recall", "parent_f1", "is_question")
-KEY_TESTS = ("rougeL", "hallucinated", "option_support", "novel_content", "parent_f1")
+KEY_TESTS = ("rougeL", "grounded", "hallucinated", "option_support", "novel_content", "parent_f1")
 PAPER_NOTE = (
     "The paper's numbers come from an 8B model fine-tuned and decoded on GPUs. Ours differ in almost "
     "every respect, so the comparison shows the gap, not a reproduction: a 135M model (SmolLM2-135M-"
@@ -155,13 +155,16 @@ def report_markdown(metrics: dict) -> str:
            + ", ".join(f"{DATASET_NAMES.get(d, d)} {n}" for d, n in metrics["examples"].items()) + ".",
            f"Adapters: " + ", ".join(f"{s} `{h}`" for s, h in metrics.get("adapter_hashes", {}).items()) + ".",
            "Training (adapter manifests): " + ("; ".join(
-               f"{s}: {m.get('kind') or '?'} on {m.get('examples') or '?'} {m.get('split') or ''} examples"
+               (f"{s}: {m.get('kind') or '?'} on {m['n_pairs']} preference pairs" if m.get("n_pairs") else
+                f"{s}: {m.get('kind') or '?'} on {m.get('examples') or '?'} {m.get('split') or ''} examples")
                for s, m in metrics.get("training", {}).items()) or "no manifest found") + ".",
            f"Generation: {gen.get('generated', 0)} questions generated in {gen.get('generate_calls', 0)} batched "
            f"calls, {gen.get('cached', 0)} from the cache.", "",
            "Cells: mean [95% bootstrap CI] over examples. ↑ higher is better, ↓ lower is better. "
            f"`*`: differs from `{ref}` on the same examples (paired bootstrap and sign test both p < 0.05). Row `gold` is the "
            "gold question scored against the same passages (how grounded the references themselves are). "
+           "`grounded` = the question offers at least one option and every option is supported by the passages "
+           "(the headline rate: a question that offers nothing clarifies nothing). "
            "`hallucinated` = the question offers at least one option the passages do not support; a question "
            "with no option cannot hallucinate one, so read it with `has options`. `uncond` is the query-only "
            "model: it sees no passages and is scored against the passages the other stages saw."

@@ -40,7 +40,7 @@ from racq.config import (ADAPTERS_DIR, DEFAULT_BASE_MODEL, DEFAULT_EMBEDDER, REP
 from racq.data import Example, load_examples
 from racq.metrics import METRICS as REF_METRICS
 
-FAITH_METRICS = ("option_support", "hallucinated", "has_options", "novel_content", "parent_precision",
+FAITH_METRICS = ("option_support", "hallucinated", "grounded", "has_options", "novel_content", "parent_precision",
                  "parent_recall", "parent_f1", "is_question")
 NLI_METRICS = ("nli_min", "nli_hallucinated")
 QUERY_ONLY_STAGES = ("uncond",)
@@ -267,6 +267,9 @@ def flat_scores(faith: dict, ref: dict | None, question: str) -> dict:
     row = {m: (ref or {}).get(m) for m in REF_METRICS}
     row.update({m: faith.get(m) for m in FAITH_METRICS if m in faith})
     row["has_options"] = int(faith["n_options"] > 0)
+    # a clarifying question that actually offers interpretations, every one of them in the passages: the
+    # headline faithfulness rate (an option-free question cannot hallucinate, but it does not clarify either)
+    row["grounded"] = int(faith["n_options"] > 0 and not faith["hallucinated"])
     row["is_question"] = int("?" in question)
     for m in NLI_METRICS:
         if m in faith:
@@ -330,7 +333,7 @@ def evaluate(cfg: EvalConfig, *, stage_model=None, scorer=None, index=None, exam
     metrics["adapter_hashes"] = gen_stats["hashes"]
     from racq.models import list_stages
 
-    metrics["training"] = {st.name: {k: st.manifest.get(k) for k in ("kind", "split", "examples", "created")}
+    metrics["training"] = {st.name: {k: st.manifest.get(k) for k in ("kind", "split", "examples", "n_pairs", "created")}
                            for st in list_stages(cfg.adapters_dir, include_hidden=True)
                            if st.name in cfg.stages and st.manifest}
     metrics["scoring"] = {"cache_hits": cs.cache.hits, "computed": cs.cache.misses, "scorer": cs.key}

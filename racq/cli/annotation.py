@@ -1,0 +1,148 @@
+"""Human preferences: pool, export, rate, users, app."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from racq.cli import DbOpt, FormatOpt, SetOpt, _fail, app, export_app, pool_app, users_app
+from racq.config import load_config
+
+
+# ------------------------------------------------------------------ pool, exports, ratings
+@pool_app.command("build")
+def pool_build_cmd(n: int = typer.Option(200, "--n", help="Queries in the pool (test split, fixed order)."),
+                   stages: Optional[str] = typer.Option(None, help="Comma list of stages (default: all on disk)."),
+                   existing: bool = typer.Option(False, "--existing",
+                                                 help="Only the queries already in the pool (after a new round)."),
+                   split: str = typer.Option("test", help="Data split the queries come from."),
+                   batch_size: int = typer.Option(8, help="Prompts per batched generate call."),
+                   base_model: Optional[str] = typer.Option(None, help="Base model folder (default: cached SmolLM2)."),
+                   no_score: bool = typer.Option(False, "--no-score", help="Skip the faithfulness scores."),
+                   db: Optional[Path] = DbOpt):
+    """Generate every stage's question for N queries, score them, and pair stages into items.
+
+    Re-running adds only what is missing (e.g. a new stage aligned-r1 after `racq train dpo --from-votes`).
+    Example: racq pool build --n 200
+    """
+    from racq.config import ModelConfig
+    from racq.pool import build_pool
+    from racq.service import Asker
+
+    def show(done, total, msg):
+        print(f"[pool] {msg}", file=sys.stderr, flush=True)
+
+    try:
+        mc = ModelConfig() if base_model is None else ModelConfig(base_model=base_model)
+        asker = Asker.load(mc, with_scorer=not no_score)
+        stats = build_pool(db, n=n, stages=stages.split(",") if stages else None, asker=asker, split=split,
+                           existing=existing, batch_size=batch_size, score=not no_score, progress=show,
+                           adapters_dir=mc.adapters_dir)
+    except Exception as e:  # noqa: BLE001 - one clear line for the user
+        _fail(str(e))
+    print(json.dumps(stats, indent=2))
+
+
+@export_app.command("prefs")
+def export_prefs_cmd(path: Path = typer.Argument(..., help="Output file (.jsonl or .parquet)."),
+                     format: Optional[str] = FormatOpt,
+                     tokenizer: Optional[Path] = typer.Option(None, help="Model folder whose tokenizer shapes the "
+                                                              "prompts (default: the cached base model if present)."),
+                     plain: bool = typer.Option(False, "--plain", help="Plain-text prompts, not chat messages."),
+                     unused_only: bool = typer.Option(False, "--unused-only", help="Only votes no round used yet."),
+                     db: Optional[Path] = DbOpt):
+    """The human preference pairs as TRL prompt/chosen/rejected rows (ties, both-bad, skips excluded).
+
+    Example: racq export prefs runs/prefs.jsonl --format jsonl
+    """
+    from racq.config import DEFAULT_BASE_MODEL
+    from racq.store import export_prefs, open_db
+
+    folder = tokenizer or (DEFAULT_BASE_MODEL if (DEFAULT_BASE_MODEL / "config.json").exists() else None)
+    try:
+        tok = None
+        if folder is not None:
+            from transformers import AutoTokenizer
+
+            from racq.models import check_model_dir
+
+            tok = AutoTokenizer.from_pretrained(check_model_dir(folder, "tokenizer model"))
+        n = export_prefs(open_db(db), path, format=format, tokenizer=tok, conversational=False if plain else None,
+                         unused_only=unused_only)
+    except Exception as e:  # noqa: BLE001
+        _fail(str(e))
+    print(f"{n} preference pairs written to {path}")
+
+
+@export_app.command("votes")
+def export_votes_cmd(path: Path = typer.Argument(..., help="Output file (.jsonl or .parquet)."),
+                     format: Optional[str] = FormatOpt,
+                     db: Optional[Path] = DbOpt):
+    """Every raw vote row, undo rows included, oldest first.
+
+    Example: racq export votes runs/votes.jsonl
+    """
+    from racq.store import export_votes, open_db
+
+    try:
+        n = export_votes(open_db(db), path, format=format)
+    except Exception as e:  # noqa: BLE001
+        _fail(str(e))
+    print(f"{n} votes written to {path}")
+
+
+@app.command("rate")
+def rate_cmd(db: Optional[Path] = DbOpt, n_boot: int = typer.Option(1000, help="Bootstrap resamples for the CIs."),
+             as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables.")):
+    """The leaderboard: win rates, Bradley-Terry with 95% CIs, agreement, side bias, automatic scores.
+
+    Example: racq rate --n-boot 2000
+    """
+    from racq.leaderboard import format_text, leaderboard
+    from racq.store import open_db
+
+    try:
+        data = leaderboard(open_db(db), n_boot=n_boot)
+    except Exception as e:  # noqa: BLE001
+        _fail(str(e))
+    print(json.dumps(data, indent=2, default=str) if as_json else format_text(data))
+
+
+
+# ------------------------------------------------------------------ users and the app
+@users_app.command("add")
+def users_add(name: str = typer.Argument(..., help="Annotator name."),
+              admin: bool = typer.Option(False, help="Give the admin role (Feedback-training screen)."),
+              file: Path = typer.Option(Path("annotations/users.yaml"), help="Users file (hashed tokens).")):
+    """Add (or replace) an annotator and print their token once; only its salted hash is stored.
+
+    Example: racq users add alice --admin
+    Then:    python app.py --set users_file=annotations/users.yaml
+    """
+    from racq.ui.users import add_user
+
+    token = add_user(file, name, "admin" if admin else "annotator")
+    print(f"{name}: token {token}  (stored hashed in {file}; give it to {name} now, it is not shown again)")
+
+
+@app.command("app")
+def app_cmd(port: int = typer.Option(7860, help="Port."), host: str = typer.Option("127.0.0.1", help="Interface."),
+            config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML of AppConfig settings."),
+            set_: Optional[List[str]] = SetOpt):
+    """Serve the app (same as `python app.py`).
+
+    Example: racq app --port 7861 --set users_file=annotations/users.yaml
+    """
+    from racq.ui import AppConfig, launch
+
+    try:
+        cfg = load_config(AppConfig, config, [*(set_ or []), f"port={port}", f"host={host}"])
+    except (ValueError, OSError) as e:
+        _fail(str(e))
+    launch(cfg)
+
+

@@ -1,0 +1,56 @@
+"""racq eval."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from racq.cli import SetOpt, _fail, app
+from racq.config import load_config
+
+
+# ------------------------------------------------------------------ evaluation
+@app.command("eval")
+def eval_cmd(split: str = typer.Option("test", help="Data split."),
+             stages: str = typer.Option("base,uncond,sft,aligned", help="Comma list of stages."),
+             limit: int = typer.Option(40, help="Examples per dataset (0 = all)."),
+             passages: str = typer.Option("own", help="own (the example's passages, ranked) | retrieved (index)."),
+             datasets: str = typer.Option("paqa,cambignq", help="Comma list of datasets."),
+             run: str = typer.Option("default", help="Results folder: results/RUN/."),
+             batch_size: int = typer.Option(8, help="Prompts per batched generate call."),
+             base_model: Optional[str] = typer.Option(None, help="Base model folder (default: the cached SmolLM2)."),
+             adapters_dir: Optional[str] = typer.Option(None, help="Stage adapters folder (default: models/adapters)."),
+             nli_model: Optional[str] = typer.Option(None, help="Local NLI model folder (default: NLI skipped)."),
+             set_: Optional[List[str]] = SetOpt):
+    """Generate every stage's questions (greedy, batched, cached), score them against the gold question and
+    the passages, and write results/RUN/{metrics.json, per_example.jsonl, report.md, plots.png}.
+    --set takes any field of racq.evaluate.EvalConfig (max_new_tokens, top_k, n_boot, cache_dir, ...).
+
+    Example: racq eval --stages base,uncond,sft,aligned --limit 40 --passages own --run v1
+    """
+    from racq.evaluate import EvalConfig, EvalError, evaluate
+    from racq.models import ModelMissing
+
+    values = {"split": split, "stages": stages, "limit": limit, "passages": passages, "datasets": datasets,
+              "run": run, "batch_size": batch_size}
+    values.update({k: v for k, v in {"base_model": base_model, "adapters_dir": adapters_dir,
+                                     "nli_model": nli_model}.items() if v is not None})
+    try:
+        bad = [s for s in set_ or [] if "=" not in s]
+        if bad:
+            raise ValueError(f"--set needs key=value, got {bad}")
+        cfg = load_config(EvalConfig, None, {**values, **dict(s.split("=", 1) for s in set_ or [])})
+        metrics = evaluate(cfg)
+    except (EvalError, ModelMissing, ValueError, OSError) as e:
+        _fail(str(e))
+    folder = Path(cfg.results_dir) / cfg.run
+    print(f"{folder}/report.md")
+    for ds, res in metrics["results"].items():
+        for st, m in res.items():
+            rl = m.get("rougeL", {}).get("mean")
+            print(f"{ds:<9} {st:<12} ROUGE-L {'—' if rl is None else f'{rl:.3f}'}  "
+                  f"grounded {m['grounded']['mean']:.3f}  hallucinated {m['hallucinated']['mean']:.3f}  "
+                  f"option support {m['option_support']['mean']:.3f}")
+

@@ -115,6 +115,23 @@ def test_only_an_admin_may_train_or_build_the_pool(served):
     assert "usable human pairs" in text_of(rest.call("feedback_summary", [], ana))
 
 
+# ------------------------------------------------------------------ Explore cannot unblind the pool
+def test_explore_answers_pool_queries_for_admins_only(served):
+    """Explore names each question's stage, so an annotator asking a pool query there would see which
+    stage wrote which candidate: with sign-in on, such a query is refused unless an admin asks."""
+    rest = served["rest"]
+    pool_query = "  What is TOPIC 3 "  # case and spacing do not get round it
+    for session in (sign_in(rest, "bob")[0], uuid.uuid4().hex):  # an annotator, and nobody signed in
+        out = text_of(rest.call("explore_ask", [pool_query, 2], session))
+        assert "in the annotation pool" in out and "data-stage" not in out
+    ana, _ = sign_in(rest, "ana")
+    out = text_of(rest.call("explore_ask", [pool_query, 2], ana))
+    assert "in the annotation pool" not in out and "data-stage" in out, out  # the admin gets stage cards
+    bob, _ = sign_in(rest, "bob")
+    out = text_of(rest.call("explore_ask", ["what is topic 99", 2], bob))  # not a pool query
+    assert "in the annotation pool" not in out and "data-stage" in out
+
+
 # ------------------------------------------------------------------ votes stay private
 def test_annotators_cannot_read_each_others_votes(served):
     rest, db = served["rest"], served["db"]

@@ -15,7 +15,7 @@ from racq.store.db import Store, StoreError, open_db
 from racq.store.export import export_prefs, export_votes
 from racq.store.migrations import MIGRATIONS, applied, migrate
 from racq.store.pool import (Showing, add_annotator, add_candidate, add_query_with_passages, get_annotator,
-                             get_query, list_annotators, make_items, next_item, progress, stage_of_candidate)
+                             get_query, is_pool_query, list_annotators, make_items, next_item, progress, stage_of_candidate)
 from racq.store.rounds import (finish_round, get_round, link_round_votes, list_rounds, record_round,
                                rounds_of_vote, votes_of_round)
 from racq.store.votes import (PREFERENCE_OUTCOMES, VOTE_OUTCOMES, all_votes, effective_votes,
@@ -24,7 +24,7 @@ from racq.store.votes import (PREFERENCE_OUTCOMES, VOTE_OUTCOMES, all_votes, eff
 __all__ = [
     "Store", "StoreError", "open_db", "MIGRATIONS", "applied", "migrate",
     "Showing", "add_annotator", "get_annotator", "list_annotators", "add_query_with_passages", "get_query",
-    "add_candidate", "stage_of_candidate", "make_items", "next_item", "progress",
+    "add_candidate", "stage_of_candidate", "make_items", "is_pool_query", "next_item", "progress",
     "VOTE_OUTCOMES", "PREFERENCE_OUTCOMES", "record_vote", "undo_last", "all_votes", "effective_votes",
     "votes_for_annotator", "preference_pairs",
     "record_round", "finish_round", "link_round_votes", "get_round", "list_rounds", "votes_of_round",

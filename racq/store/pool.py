@@ -161,6 +161,14 @@ def _norm(text: str) -> str:
     return " ".join(text.split()).casefold()
 
 
+def is_pool_query(db: Store, query: str) -> bool:
+    """Whether `query` (case and spacing ignored) is the text of a query that has annotation items."""
+    want = _norm(query)
+    with db.read() as conn:
+        return any(_norm(r["text"]) == want for r in conn.query(
+            "SELECT DISTINCT q.text FROM queries q JOIN items i ON i.query_id = q.id"))
+
+
 def make_items(db: Store, stages: Iterable[str] | None = None, query_ids: Iterable[int] | None = None) -> int:
     """Create the missing items: every pair of one query's candidates from DIFFERENT stages whose texts
     differ (after squeezing whitespace and case). Returns how many were created."""

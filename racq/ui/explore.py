@@ -11,12 +11,13 @@ The handler is a generator: the passages show first, then each stage's card fill
 Each stage is asked on its own, so a stage that fails shows its error while the others still answer.
 """
 
-from __future__ import annotations
-
 import time
+
+import gradio as gr  # at module level, no postponed annotations: Gradio must resolve `request: gr.Request`
 
 from racq.data import Passage
 from racq.service import BadQuery, clean_query
+from racq.store import is_pool_query
 from racq.ui.render import esc, mark_words, message_html, passages_html
 
 METRICS = [("option_support", "option support", "{:.2f}"), ("hallucinated", "hallucinated", None),
@@ -106,13 +107,21 @@ def cards_html(stages: list[str], cards: dict, passages: list[dict]) -> str:
     return "<div class='racq-cards'>" + "".join(card_html(s, cards.get(s), passages) for s in stages) + "</div>"
 
 
-def run_query(ctx, query, k):
-    """Generator of (status, passages_html, cards_html): one update per step, stage by stage."""
+POOL_HIDDEN = ("This query is in the annotation pool. Explore names the stage behind each question, so it "
+               "answers pool queries for admins only while annotation runs; judge it on the Annotate tab.")
+
+
+def run_query(ctx, query, k, hide_pool: bool = False):
+    """Generator of (status, passages_html, cards_html): one update per step, stage by stage.
+    hide_pool: refuse queries of the annotation pool (they would unblind the asker's votes)."""
     t0 = time.perf_counter()
     try:
         query, notes = clean_query(query)
     except BadQuery as e:
         yield message_html(str(e), "error"), "", ""
+        return
+    if hide_pool and is_pool_query(ctx.db, query):
+        yield message_html(POOL_HIDDEN, "error"), "", ""
         return
     k = max(1, min(int(k or ctx.cfg.k), ctx.cfg.k_max))
     if not ctx.asker_loaded:
@@ -142,8 +151,6 @@ def run_query(ctx, query, k):
 
 def build(ctx) -> None:
     """The Explore screen, built inside the caller's gr.Tab."""
-    import gradio as gr
-
     cfg = ctx.cfg
     with gr.Row():
         query = gr.Textbox(label="Query", placeholder="e.g. who played wolverine", elem_id="explore-query",
@@ -157,8 +164,10 @@ def build(ctx) -> None:
     cards = gr.HTML(elem_id="explore-cards")
     passages = gr.HTML(elem_id="explore-passages")
 
-    def explore_ask(q, kk):
-        yield from run_query(ctx, q, kk)
+    def explore_ask(q, kk, request: gr.Request):
+        # with sign-in on, only an admin sees stage names for pool queries (annotators would be unblinded);
+        # without it roles are advisory and Explore answers everything
+        yield from run_query(ctx, q, kk, hide_pool=bool(cfg.users_file) and not ctx.is_admin(request))
 
     # One generation at a time: the stages share one model whose active adapter is global state (and
     # on a CPU, parallel generations only slow each other down). Other queries wait in Gradio's queue.

@@ -31,8 +31,8 @@ KEY_TESTS = ("rougeL", "grounded", "hallucinated", "option_support", "novel_cont
 PAPER_NOTE = (
     "The paper's numbers come from an 8B model fine-tuned and decoded on GPUs. Ours differ in almost "
     "every respect, so the comparison shows the gap, not a reproduction: a 135M model (SmolLM2-135M-"
-    "Instruct) trained on a CPU with LoRA adapters; about 120 training examples (the CPU recipe's t1_limit) "
-    "instead of the full training sets, which we do not have; our own topic-hash split of the authors' "
+    "Instruct) trained on a CPU with LoRA adapters; about 400 training examples and 120 preference pairs "
+    "(the CPU recipe) instead of the full training sets, which we do not have; our own topic-hash split of the authors' "
     "PaQa test and CAmbigNQ dev files into test/t1/t2 (so our test set is about a fifth of theirs, and our "
     "training data come from the same files); greedy decoding with at most 32 new tokens from the top-3 "
     "passages trimmed to 64 tokens each; ROUGE-L F-measure from Google's rouge-score with stemming (the "

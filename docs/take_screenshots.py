@@ -34,7 +34,7 @@ def free_port() -> int:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--db", required=True, help="annotation DB with a candidate pool")
-    ap.add_argument("--query", default="Who won the world rapid chess championship in 2017?")
+    ap.add_argument("--query", default="Where did Ireland finish in the Eurovision Song Contest 2018?")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="racq-shots-"))
     db = tmp / "racq.db"

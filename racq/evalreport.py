@@ -21,12 +21,12 @@ DATASET_NAMES = {"paqa": "PaQa", "cambignq": "CAmbigNQ", "clariq": "ClariQ", "qu
                  "clariq_fkw": "ClariQ-FKw"}
 NLI_SKIPPED = "skipped: no NLI model configured"
 LABELS = {"rouge1": "ROUGE-1 ↑", "rouge2": "ROUGE-2 ↑", "rougeL": "ROUGE-L ↑", "bleu": "BLEU ↑",
-          "embed_sim": "embed sim ↑", "hallucinated": "hallucinated ↓", "grounded": "grounded ↑", "option_support": "option support ↑",
+          "embed_sim": "embed sim ↑", "hallucinated": "hallucinated ↓", "grounded": "grounded ↑", "repeats_option": "repeats an option ↓", "option_support": "option support ↑",
           "has_options": "has options", "novel_content": "novel content ↓", "parent_precision": "PARENT P ↑",
           "parent_recall": "PARENT R ↑", "parent_f1": "PARENT F1 ↑", "is_question": "is a question ↑",
           "nli_min": "NLI min ↑", "nli_hallucinated": "NLI hallucinated ↓"}
-FAITH_COLUMNS = ("grounded", "hallucinated", "option_support", "has_options", "novel_content", "parent_precision",
-                 "parent_recall", "parent_f1", "is_question")
+FAITH_COLUMNS = ("grounded", "hallucinated", "option_support", "has_options", "repeats_option", "novel_content",
+                 "parent_precision", "parent_recall", "parent_f1", "is_question")
 KEY_TESTS = ("rougeL", "grounded", "hallucinated", "option_support", "novel_content", "parent_f1")
 PAPER_NOTE = (
     "The paper's numbers come from an 8B model fine-tuned and decoded on GPUs. Ours differ in almost "
@@ -164,7 +164,8 @@ def report_markdown(metrics: dict) -> str:
            f"`*`: differs from `{ref}` on the same examples (paired bootstrap and sign test both p < 0.05). Row `gold` is the "
            "gold question scored against the same passages (how grounded the references themselves are). "
            "`grounded` = the question offers at least one option and every option is supported by the passages "
-           "(the headline rate: a question that offers nothing clarifies nothing). "
+           "(the headline rate: a question that offers nothing clarifies nothing). `repeats an option` = "
+           "the same option offered twice (\"the final or the final?\"), counted once by the other columns. "
            "`hallucinated` = the question offers at least one option the passages do not support; a question "
            "with no option cannot hallucinate one, so read it with `has options`. `uncond` is the query-only "
            "model: it sees no passages and is scored against the passages the other stages saw."

@@ -39,8 +39,9 @@ from racq.config import (ADAPTERS_DIR, DEFAULT_BASE_MODEL, DEFAULT_EMBEDDER, REP
                          PromptConfig, helpfield)
 from racq.data import Example, load_examples
 from racq.metrics import METRICS as REF_METRICS
+from racq.options import repeats_option
 
-FAITH_METRICS = ("option_support", "hallucinated", "grounded", "has_options", "novel_content", "parent_precision",
+FAITH_METRICS = ("option_support", "hallucinated", "grounded", "repeats_option", "has_options", "novel_content", "parent_precision",
                  "parent_recall", "parent_f1", "is_question")
 NLI_METRICS = ("nli_min", "nli_hallucinated")
 QUERY_ONLY_STAGES = ("uncond",)
@@ -262,7 +263,7 @@ class CachedScorer:
         return vals
 
 
-def flat_scores(faith: dict, ref: dict | None, question: str) -> dict:
+def flat_scores(faith: dict, ref: dict | None, question: str, query: str = "") -> dict:
     """The per-example numbers the report aggregates (None where a metric does not apply)."""
     row = {m: (ref or {}).get(m) for m in REF_METRICS}
     row.update({m: faith.get(m) for m in FAITH_METRICS if m in faith})
@@ -270,6 +271,7 @@ def flat_scores(faith: dict, ref: dict | None, question: str) -> dict:
     # a clarifying question that actually offers interpretations, every one of them in the passages: the
     # headline faithfulness rate (an option-free question cannot hallucinate, but it does not clarify either)
     row["grounded"] = int(faith["n_options"] > 0 and not faith["hallucinated"])
+    row["repeats_option"] = int(repeats_option(question, query))  # "the final or the final?"
     row["is_question"] = int("?" in question)
     for m in NLI_METRICS:
         if m in faith:
@@ -314,7 +316,7 @@ def evaluate(cfg: EvalConfig, *, stage_model=None, scorer=None, index=None, exam
                          "adapter_hash": gen_stats["hashes"].get(s, ""),
                          "prompt": "query-only" if s in QUERY_ONLY_STAGES else ("gold" if s == GOLD else "passages"),
                          "passage_ids": [p.pid for p in passages[i]], "gold": e.gold_question, "prediction": q,
-                         "scores": flat_scores(faith, refs.get((i, s)), q),
+                         "scores": flat_scores(faith, refs.get((i, s)), q, e.query),
                          "options": [{k: o[k] for k in ("text", "supported", "how")} for o in faith["options"]],
                          "skipped": faith.get("skipped", [])})
     calib = None

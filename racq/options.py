@@ -262,4 +262,12 @@ def extract_options(question: str, query: str = "") -> list[Option]:
             continue
         seen.add(key)
         out.append(Option(text=_span(conj, core), core=core, conjunct=conj, head=head, extra={"rule": kind}))
+    if len(out) < sum(1 for c in cores if c) and out:
+        out[0].extra["repeated"] = True  # "the final or the final?": offered twice, counted once
     return out
+
+
+def repeats_option(question: str, query: str = "") -> bool:
+    """Whether the question offers one option twice ("the rib steak, or the rib steak?"): a small
+    model's degenerate clarification that no faithfulness check catches (the option may be supported)."""
+    return any(o.extra.get("repeated") for o in extract_options(question, query))

@@ -141,8 +141,8 @@ def test_eval_command_writes_four_files_with_every_score(tmp_path, tiny_lm, adap
         assert {"query", "passage_ids", "gold", "prediction", "scores", "options", "stage"} <= set(r)
         assert len(r["passage_ids"]) == 3
         s = r["scores"]
-        for m in ("option_support", "hallucinated", "grounded", "has_options", "novel_content",
-                  "parent_precision", "parent_recall", "parent_f1", "is_question"):
+        for m in ("option_support", "hallucinated", "grounded", "repeats_option", "has_options",
+                  "novel_content", "parent_precision", "parent_recall", "parent_f1", "is_question"):
             assert isinstance(s[m], (int, float)) and not math.isnan(s[m]), (m, r)
         assert s["grounded"] == int(s["has_options"] and not s["hallucinated"])
         for m in METRICS:

@@ -83,6 +83,22 @@ WORLD_CUP = [Passage("FIFA Women's World Cup", "The United States won the 2015 F
              Passage("2014 FIFA World Cup", "Germany won the 2014 FIFA World Cup in Brazil.")]
 
 
+@pytest.mark.parametrize("question, repeats", [
+    ("Which one: the rib steak, or the rib steak?", True),
+    ("Do you want to know about the final or the final?", True),
+    ("Do you mean the 2017 film, the novel, or the 2017 film?", True),
+    ("Which one: the original film, or the second sequel?", False),
+    ("Do you mean the river or the city?", False),
+    ("Which one?", False),
+])
+def test_a_repeated_option_is_detected_and_counted_once(question, repeats):
+    from racq.options import extract_options, repeats_option
+
+    assert repeats_option(question, "what part of cow") is repeats
+    texts = [o.text for o in extract_options(question, "what part of cow")]
+    assert len(texts) == len(set(texts))  # the other metrics see each option once
+
+
 def test_no_option_question_is_vacuously_supported():
     s = Scorer(embedder=BagEmbedder()).score("who won the world cup", WORLD_CUP, "Which year are you interested in?")
     assert (s["n_options"], s["option_support"], s["hallucinated"]) == (0, 1.0, 0)

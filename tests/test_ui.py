@@ -102,17 +102,54 @@ def test_annotate_is_blind_and_submits_once(pool_ctx):
     assert annotate.vote(ctx, user, st, token, "right")[0] is False  # a second key on the same showing
     assert annotate.vote(ctx, user, st, "not-a-token", "left")[0] is False
     nxt = annotate.show_next(ctx, user, st)
-    assert annotate.undo(ctx, user, st, nxt["shown"])[0] is True
-    assert annotate.undo(ctx, user, st, nxt["shown"])[0] is False  # double click on undo
-    back = annotate.show_next(ctx, user, st)
-    assert back["redo"] and back["left"] == shown["left"] and back["right"] == shown["right"]
-    assert annotate.vote(ctx, user, st, back["shown"], "skip", "", "cannot judge / other")[0]
+    ctx.cfg.reveal_after_vote = False  # stages not shown after a vote: an undone item comes back
+    try:
+        assert annotate.vote(ctx, user, st, nxt["shown"], "right")[0]
+        after = annotate.show_next(ctx, user, st)
+        assert annotate.undo(ctx, user, st, after["shown"])[0] is True
+        assert annotate.undo(ctx, user, st, after["shown"])[0] is False  # double click on undo
+        back = annotate.show_next(ctx, user, st)
+        assert back["redo"] and back["left"] == nxt["left"] and back["right"] == nxt["right"]
+        assert annotate.vote(ctx, user, st, back["shown"], "skip", "", "cannot judge / other")[0]
+    finally:
+        ctx.cfg.reveal_after_vote = True
     rows = all_votes(ctx.db)
-    assert [r["outcome"] for r in rows] == ["left", "undo", "skip"]
-    assert rows[0]["rationale"] == "because" and rows[2]["skip_reason"] == "cannot judge / other"
-    assert "1 / 3 done, 1 skipped" in annotate.progress_html(ctx, user)
+    assert [r["outcome"] for r in rows] == ["left", "right", "undo", "skip"]
+    assert rows[0]["rationale"] == "because" and rows[3]["skip_reason"] == "cannot judge / other"
+    assert "2 / 3 done, 1 skipped" in annotate.progress_html(ctx, user)
     other = annotate.sign_in(ctx, None, "bob", "")
     assert "no votes yet" in annotate.my_votes_html(ctx, other)  # each annotator sees only their own
+
+
+def test_undo_after_the_reveal_withdraws_the_item_instead_of_a_second_unblind_vote(pool_ctx):
+    """The stages were shown after the vote: undo retracts it, the item goes to someone else, and a
+    second undo takes back the vote before, never the withdrawal."""
+    ctx, st = pool_ctx, annotate.new_state()
+    assert ctx.cfg.reveal_after_vote
+    user = annotate.sign_in(ctx, None, "cat", "")
+    first = annotate.show_next(ctx, user, st)
+    assert annotate.vote(ctx, user, st, first["shown"], "left")[2]  # revealed
+    second = annotate.show_next(ctx, user, st)
+    assert annotate.vote(ctx, user, st, second["shown"], "tie")[2]
+    third = annotate.show_next(ctx, user, st)
+    ok, msg = annotate.undo(ctx, user, st, third["shown"])
+    assert ok and "another annotator" in msg
+    again = annotate.show_next(ctx, user, st)
+    assert not again["redo"] and {again["left"], again["right"]} == {third["left"], third["right"]}
+    ok, _ = annotate.undo(ctx, user, st, again["shown"])  # the next undo: the first vote, not the withdrawal
+    assert ok
+    mine = [r for r in all_votes(ctx.db) if r["annotator"] == "cat"]
+    assert [r["outcome"] for r in mine] == ["left", "tie", "undo", "skip", "undo", "skip"]
+    assert mine[2]["undoes_vote_id"] == mine[1]["id"] and mine[4]["undoes_vote_id"] == mine[0]["id"]
+    assert mine[3]["skip_reason"] == mine[5]["skip_reason"] == annotate.WITHDRAWN
+    assert mine[3]["item_id"] == mine[1]["item_id"] and mine[5]["item_id"] == mine[0]["item_id"]
+    assert "2 / 3 done, 2 skipped" in annotate.progress_html(ctx, user)
+    # the two withdrawn items are open to everyone else
+    other, ost, seen = annotate.sign_in(ctx, None, "dan", ""), annotate.new_state(), set()
+    while (show := annotate.show_next(ctx, other, ost))["shown"]:
+        seen.add(frozenset((show["left"], show["right"])))  # sides are drawn afresh per annotator
+        assert annotate.vote(ctx, other, ost, show["shown"], "left")[0]
+    assert {frozenset((first["left"], first["right"])), frozenset((second["left"], second["right"]))} <= seen
 
 
 def test_config_yaml_and_private_paths(tmp_path):

@@ -153,27 +153,31 @@ def test_annotate_with_keyboard(page, app, ui_env):
     third = item.inner_text()
     page.keyboard.press("3")
     expect(progress).to_contain_text(f"3 / {N_QUERIES} done")
+    fourth = item.inner_text()
     page.keyboard.press("u")
-    expect(progress).to_contain_text(f"2 / {N_QUERIES} done")
-    expect(page.locator("#ann-status")).to_contain_text("undid")
-    assert item.inner_text() == third  # the undone item is back
+    # the stages of the undone vote were revealed: it is withdrawn from ana (a skip), not shown again
+    expect(page.locator("#ann-status")).to_contain_text("goes to another annotator")
+    expect(progress).to_contain_text(f"3 / {N_QUERIES} done, 1 skipped")
+    assert item.inner_text() == fourth and fourth != third
     page.keyboard.press("s")  # no reason picked yet: nothing recorded
     expect(page.locator("#ann-status")).to_contain_text("pick a reason")
     page.get_by_label(SKIP_REASON).check()
     page.keyboard.press("S")
-    expect(progress).to_contain_text(f"3 / {N_QUERIES} done, 1 skipped")
+    expect(progress).to_contain_text(f"4 / {N_QUERIES} done, 2 skipped")
     page.locator("#vote-bad").dblclick()
-    expect(progress).to_contain_text(f"4 / {N_QUERIES} done")
+    expect(progress).to_contain_text(f"5 / {N_QUERIES} done")
     page.wait_for_timeout(500)
-    expect(progress).to_contain_text(f"4 / {N_QUERIES} done")
+    expect(progress).to_contain_text(f"5 / {N_QUERIES} done")
 
     rows = _votes(ui_env["db"], "ana")
-    assert [r["outcome"] for r in rows] == ["left", "right", "tie", "undo", "skip", "both_bad"]
+    assert [r["outcome"] for r in rows] == ["left", "right", "tie", "undo", "skip", "skip", "both_bad"]
     assert rows[1]["rationale"] == "passage 1 says so"
     assert rows[3]["undoes_vote_id"] == rows[2]["id"]
-    assert rows[4]["item_id"] == rows[2]["item_id"] and rows[4]["skip_reason"] == SKIP_REASON
+    assert rows[4]["item_id"] == rows[2]["item_id"] and rows[4]["skip_reason"].startswith("withdrawn")
+    assert rows[5]["item_id"] != rows[2]["item_id"] and rows[5]["skip_reason"] == SKIP_REASON
     assert len({r["client_id"] for r in rows}) == len(rows)
-    assert all(r["elapsed_ms"] is not None and r["elapsed_ms"] >= 0 for r in rows if r["outcome"] != "undo")
+    assert all(r["elapsed_ms"] is not None and r["elapsed_ms"] >= 0 for r in rows
+               if r["outcome"] != "undo" and not (r["skip_reason"] or "").startswith("withdrawn"))
     assert dialogs == [] and page.locator("img[src='x']").count() == 0
 
     if (REPO / "racq" / "ui" / "leaderboard.py").exists():

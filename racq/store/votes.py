@@ -68,12 +68,15 @@ def record_vote(db: Store, client_id: str, annotator: str, item_id: int, left_id
              None if elapsed_ms is None else int(elapsed_ms)]).lastrowid
 
 
-def undo_last(db: Store, annotator: str, client_id: str | None = None) -> dict | None:
+def undo_last(db: Store, annotator: str, client_id: str | None = None,
+              keep_skip_reasons: Iterable[str] = ()) -> dict | None:
     """Cancel `annotator`'s most recent effective vote by appending an 'undo' row.
 
     Returns the undone vote's row (so the UI can show that item again; next_item serves it first)
     or None when there is nothing left to undo. Pass a client_id to make a double click undo once.
+    Skips whose reason is in keep_skip_reasons are passed over, never undone (the app's withdrawals).
     """
+    keep = [str(r) for r in keep_skip_reasons]
     client_id = client_id or uuid.uuid4().hex
     with db.write() as conn:
         aid = annotator_id(conn, annotator)
@@ -82,8 +85,9 @@ def undo_last(db: Store, annotator: str, client_id: str | None = None) -> dict |
             if prior["outcome"] != "undo" or prior["annotator_id"] != aid:
                 raise StoreError(f"client_id {client_id!r} was already used for vote {prior['id']}")
             return one(conn, _ROW.format(src="votes") + " WHERE v.id = ?", [prior["undoes_vote_id"]])
-        last = one(conn, f"WITH eff AS ({EFFECTIVE}) SELECT * FROM eff WHERE annotator_id = ? "
-                   "ORDER BY id DESC LIMIT 1", [aid])
+        kept = f" AND NOT (outcome = 'skip' AND skip_reason IN ({', '.join('?' * len(keep))}))" if keep else ""
+        last = one(conn, f"WITH eff AS ({EFFECTIVE}) SELECT * FROM eff WHERE annotator_id = ?{kept} "
+                   "ORDER BY id DESC LIMIT 1", [aid, *keep])
         if last is None:
             return None
         conn.execute("INSERT INTO votes (client_id, annotator_id, item_id, left_candidate_id, "

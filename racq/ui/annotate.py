@@ -4,7 +4,7 @@ clarifying questions, press a key.
     python app.py                 # Annotate tab; python -m racq.ui.users ... turns on tokens
 
 Keys: 1 left better, 2 right better, 3 both good / tie, 4 both bad, S skip (pick a reason first),
-U undo (the item comes back). Guidelines: annotations/guidelines.md (one click away on the screen).
+U undo (the item comes back; once its stages were revealed it goes to another annotator). Guidelines: annotations/guidelines.md (one click away on the screen).
 
 Blindness: which stage wrote which question lives only in the server-side gr.State (candidate ids)
 and in the database; the browser gets the two texts and an opaque per-showing id. The stages are
@@ -34,6 +34,8 @@ OUTCOMES = [("left", "Left is better [1]", "vote-left"), ("right", "Right is bet
             ("tie", "Both good / tie [3]", "vote-tie"), ("both_bad", "Both bad [4]", "vote-bad")]
 LABELS = {"left": "left is better", "right": "right is better", "tie": "both good / tie",
           "both_bad": "both bad", "skip": "skipped"}
+# the skip reason of an item withdrawn after undoing a revealed vote (not offered to annotators)
+WITHDRAWN = "withdrawn: undone after its stages were shown"
 SKIP_REASONS = ["passages do not help", "I do not understand the query", "questions say the same thing",
                 "cannot judge / other"]
 KEEP_SHOWINGS = 50  # per session: enough to recognise late double clicks, small enough to forget
@@ -114,18 +116,28 @@ def vote(ctx, user: dict, st: dict, token: str, outcome: str, rationale: str = "
 
 
 def undo(ctx, user: dict, st: dict, token: str):
-    """Undo the user's latest vote (once per showing token). Returns (done: bool, message)."""
+    """Undo the user's latest vote (once per showing token). Returns (done: bool, message).
+
+    With reveal_after_vote the annotator has seen which stage wrote which question, so a second vote
+    would no longer be blind: the undone item is withdrawn from them (a 'skip' row with reason
+    WITHDRAWN, which undo never takes back) and goes to other annotators instead of coming back."""
     if token:  # one undo per showing: a double click sends the same token twice
         key = f"undo-{token}"
         if key in st["used"]:
             return False, "already undone (double click ignored)"
     else:  # nothing on screen (all done): nothing to tie the click to
         key = f"undo-{uuid.uuid4().hex}"
-    undone = undo_last(ctx.db, user["name"], client_id=key)
+    undone = undo_last(ctx.db, user["name"], client_id=key, keep_skip_reasons=[WITHDRAWN])
     st["used"] = (st["used"] + [key])[-KEEP_SHOWINGS:]
     if undone is None:
         return False, "nothing to undo"
-    return True, f"undid your vote ({LABELS.get(undone['outcome'], undone['outcome'])}): that item is back"
+    what = LABELS.get(undone["outcome"], undone["outcome"])
+    if ctx.cfg.reveal_after_vote:
+        record_vote(ctx.db, f"{key}-withdrawn", user["name"], undone["item_id"], undone["left_candidate_id"],
+                    undone["right_candidate_id"], "skip", skip_reason=WITHDRAWN)
+        return True, (f"undid your vote ({what}). You saw its stages, so that item goes to another "
+                      f"annotator rather than back to you")
+    return True, f"undid your vote ({what}): that item is back"
 
 
 def progress_html(ctx, user: dict) -> str:

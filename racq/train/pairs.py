@@ -56,18 +56,10 @@ def _sample_until_question(sm, prompts, stage, gen, seed, tries, mixture=None):
 
 
 def faithfulness_key(s: dict) -> tuple:
-    """Sort key, higher = more faithful: offers distinct options, all supported > no invented option >
-    no option offered twice > share of supported options > less content absent from the passages.
-    (An option offered twice, "the final or the final?", is supported but clarifies nothing.)"""
-    repeats = int(s.get("repeats_option", 0))
-    return (int(s["n_options"] > 0 and not s["hallucinated"] and not repeats), 1 - s["hallucinated"],
-            -repeats, round(s["option_support"], 3), -round(s["novel_content"], 3))
-
-
-def _score(scorer, query: str, passages, question: str) -> dict:
-    from racq.options import repeats_option
-
-    return {**scorer.score(query, passages, question), "repeats_option": int(repeats_option(question, query))}
+    """Sort key, higher = more faithful: offers options and all supported > no invented option >
+    share of supported options > less content absent from the passages."""
+    return (int(s["n_options"] > 0 and not s["hallucinated"]), 1 - s["hallucinated"],
+            round(s["option_support"], 3), -round(s["novel_content"], 3))
 
 
 def _pick(texts: list[str], n: int, scores: list[dict] | None, best: bool) -> list[tuple[int, dict | None]]:
@@ -90,8 +82,7 @@ def _summary(s: dict | None) -> dict | None:
     if s is None:
         return None
     return {"n_options": s["n_options"], "hallucinated": s["hallucinated"],
-            "option_support": round(s["option_support"], 3), "novel_content": round(s["novel_content"], 3),
-            "repeats_option": s.get("repeats_option", 0)}
+            "option_support": round(s["option_support"], 3), "novel_content": round(s["novel_content"], 3)}
 
 
 def build_pairs(cfg: TrainConfig, out_path: Path | None = None, stage_model=None) -> dict:
@@ -140,9 +131,9 @@ def build_pairs(cfg: TrainConfig, out_path: Path | None = None, stage_model=None
             cscores = rscores = None
             if cfg.faithfulness_filter:
                 scorer = scorer or _scorer(cfg)
-                cscores = [_score(scorer, e.query, r, chosen[k * nc + j])
+                cscores = [scorer.score(e.query, r, chosen[k * nc + j])
                            for k, (e, r) in enumerate(batch) for j in range(nc)]
-                rscores = [_score(scorer, e.query, r, rejected[k * nr + j])
+                rscores = [scorer.score(e.query, r, rejected[k * nr + j])
                            for k, (e, r) in enumerate(batch) for j in range(nr)]
             cpick, rpick = _pick(chosen, nc, cscores, best=True), _pick(rejected, nr, rscores, best=False)
             chosen, ctries = [chosen[i] for i, _ in cpick], [ctries[i] for i, _ in cpick]

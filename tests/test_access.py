@@ -196,8 +196,9 @@ def test_annotate_payloads_name_no_stage_and_no_adapter_before_a_vote(served):
     call("annotate_sign_out", [])
     votes = rows(served["db"], "SELECT v.outcome, v.client_id FROM votes v JOIN annotators a "
                                "ON a.id = v.annotator_id WHERE a.name = 'dan' ORDER BY v.id")
-    assert [v["outcome"] for v in votes] == ["left", "tie", "both_bad", "right", "skip", "undo"]
-    assert len({v["client_id"] for v in votes}) == 6  # each showing recorded once
+    # the undone skip had been revealed: the item is withdrawn from dan (a second skip), not re-served
+    assert [v["outcome"] for v in votes] == ["left", "tie", "both_bad", "right", "skip", "undo", "skip"]
+    assert len({v["client_id"] for v in votes}) == 7  # each showing recorded once, plus the withdrawal
     everything = "".join(raws)
     assert not any(h in everything for h in HASHES)  # adapter hashes never leave the server
     with urllib.request.urlopen(served["url"] + "config", timeout=10) as r:

@@ -29,20 +29,22 @@ from racq.config import TrainConfig, load_config  # noqa: E402
 
 app = typer.Typer(help="RACQ: faithful clarifying questions from retrieved passages.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-index_app = typer.Typer(help="The passage index.", no_args_is_help=True)
-data_app = typer.Typer(help="Benchmark data.", no_args_is_help=True)
-models_app = typer.Typer(help="Local models and stages.", no_args_is_help=True)
-train_app = typer.Typer(help="The RAC training chain.", no_args_is_help=True)
-app.add_typer(index_app, name="index")
-app.add_typer(data_app, name="data")
-app.add_typer(models_app, name="models")
-app.add_typer(train_app, name="train")
-pool_app = typer.Typer(help="The candidate pool that annotators judge.", no_args_is_help=True)
-export_app = typer.Typer(help="Exports of the annotation database.", no_args_is_help=True)
-users_app = typer.Typer(help="Annotator accounts for the app's optional sign-in.", no_args_is_help=True)
-app.add_typer(pool_app, name="pool")
-app.add_typer(export_app, name="export")
-app.add_typer(users_app, name="users")
+
+
+def _group(name: str, help: str) -> typer.Typer:
+    """A `racq NAME ...` command group."""
+    sub = typer.Typer(help=help, no_args_is_help=True)
+    app.add_typer(sub, name=name)
+    return sub
+
+
+index_app = _group("index", "The passage index.")
+data_app = _group("data", "Benchmark data.")
+models_app = _group("models", "Local models and stages.")
+train_app = _group("train", "The RAC training chain.")
+pool_app = _group("pool", "The candidate pool that annotators judge.")
+export_app = _group("export", "Exports of the annotation database.")
+users_app = _group("users", "Annotator accounts for the app's optional sign-in.")
 
 ConfigOpt = typer.Option(None, "--config", "-c", help="YAML file of TrainConfig settings.")
 SetOpt = typer.Option(None, "--set", "-s", help="Override a setting: --set key=value (repeatable).")

@@ -132,12 +132,12 @@ def test_undo_after_the_reveal_withdraws_the_item_instead_of_a_second_unblind_vo
     second = annotate.show_next(ctx, user, st)
     assert annotate.vote(ctx, user, st, second["shown"], "tie")[2]
     third = annotate.show_next(ctx, user, st)
-    ok, msg = annotate.undo(ctx, user, st, third["shown"])
-    assert ok and "another annotator" in msg
+    ok, msg, back = annotate.undo(ctx, user, st, third["shown"])
+    assert ok and "another annotator" in msg and not back
     again = annotate.show_next(ctx, user, st)
     assert not again["redo"] and again["item"] == third["item"]  # still the unvoted third item
-    ok, _ = annotate.undo(ctx, user, st, again["shown"])  # the next undo: the first vote, not the withdrawal
-    assert ok
+    ok, _, back = annotate.undo(ctx, user, st, again["shown"])  # the next undo: the first vote, not the withdrawal
+    assert ok and not back
     mine = [r for r in all_votes(ctx.db) if r["annotator"] == "cat"]
     assert [r["outcome"] for r in mine] == ["left", "tie", "undo", "skip", "undo", "skip"]
     assert mine[2]["undoes_vote_id"] == mine[1]["id"] and mine[4]["undoes_vote_id"] == mine[0]["id"]

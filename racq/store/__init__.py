@@ -8,7 +8,7 @@
 
 Every function takes the handle first and raises StoreError with a readable message; a failed write
 leaves nothing behind. Modules: db (handle, transactions), migrations, pool (annotators, queries,
-candidates, items, sampler), votes (votes, undo, preference pairs), rounds (training lineage), export.
+candidates, items, sampler), votes (votes, reveals, undo + withdraw, preference pairs), rounds (training lineage), export.
 """
 
 from racq.store.db import Store, StoreError, open_db
@@ -18,14 +18,14 @@ from racq.store.pool import (Showing, add_annotator, add_candidate, add_query_wi
                              get_query, is_pool_query, list_annotators, make_items, next_item, progress, stage_of_candidate)
 from racq.store.rounds import (finish_round, get_round, link_round_votes, list_rounds, record_round,
                                rounds_of_vote, votes_of_round)
-from racq.store.votes import (PREFERENCE_OUTCOMES, VOTE_OUTCOMES, all_votes, effective_votes,
+from racq.store.votes import (PREFERENCE_OUTCOMES, VOTE_OUTCOMES, WITHDRAWN, all_votes, effective_votes,
                               preference_pairs, record_vote, undo_last, votes_for_annotator)
 
 __all__ = [
     "Store", "StoreError", "open_db", "MIGRATIONS", "applied", "migrate",
     "Showing", "add_annotator", "get_annotator", "list_annotators", "add_query_with_passages", "get_query",
     "add_candidate", "stage_of_candidate", "make_items", "is_pool_query", "next_item", "progress",
-    "VOTE_OUTCOMES", "PREFERENCE_OUTCOMES", "record_vote", "undo_last", "all_votes", "effective_votes",
+    "VOTE_OUTCOMES", "PREFERENCE_OUTCOMES", "WITHDRAWN", "record_vote", "undo_last", "all_votes", "effective_votes",
     "votes_for_annotator", "preference_pairs",
     "record_round", "finish_round", "link_round_votes", "get_round", "list_rounds", "votes_of_round",
     "rounds_of_vote", "export_prefs", "export_votes",

@@ -142,6 +142,28 @@ def _indexes(db: sqlite_utils.Database) -> None:
     db["query_passages"].create_index(["pid"], index_name="query_passages_pid")
 
 
+# Which candidates' stages an annotator has been shown (the reveal after a vote). Append-only, one row
+# per (annotator, candidate): the sampler never shows that annotator an item holding such a candidate
+# again, since its stage would no longer be blind. Votes recorded before this table existed are taken
+# as revealed (the app's default), so an upgraded database stays blind too.
+_REVEALS = f"""
+CREATE TABLE reveals (
+    annotator_id INTEGER NOT NULL REFERENCES annotators(id),
+    candidate_id INTEGER NOT NULL REFERENCES candidates(id),
+    vote_id INTEGER REFERENCES votes(id),
+    created_at TEXT NOT NULL DEFAULT {NOW},
+    PRIMARY KEY (annotator_id, candidate_id)
+);
+CREATE TRIGGER reveals_no_update BEFORE UPDATE ON reveals
+BEGIN SELECT RAISE(ABORT, 'reveals are append-only'); END;
+CREATE TRIGGER reveals_no_delete BEFORE DELETE ON reveals
+BEGIN SELECT RAISE(ABORT, 'reveals are append-only'); END;
+INSERT OR IGNORE INTO reveals (annotator_id, candidate_id, vote_id)
+    SELECT annotator_id, left_candidate_id, id FROM votes WHERE outcome != 'undo'
+    UNION ALL SELECT annotator_id, right_candidate_id, id FROM votes WHERE outcome != 'undo';
+"""
+
+
 Step = Union[str, Callable[[sqlite_utils.Database], None]]
 
 MIGRATIONS: list[tuple[int, str, Step]] = [
@@ -149,6 +171,7 @@ MIGRATIONS: list[tuple[int, str, Step]] = [
     (2, "training rounds and vote lineage", _ROUNDS),
     (3, "indexes for the sampler", _indexes),
     (4, "automatic faithfulness scores of candidates", _SCORES),
+    (5, "stages revealed to each annotator (blindness after the reveal)", _REVEALS),
 ]
 
 

@@ -11,6 +11,10 @@ Sampler rules (next_item):
 - an annotator never gets an item they have an effective vote on (a skip counts: skipped items do
   not come back); undo_last() puts the item back and it is served FIRST, with the same left/right
   as when it was undone, so "undo" reads as "go back one";
+- blindness after the reveal: an annotator is never served an item holding a candidate whose stage
+  was revealed to them (table `reveals`, written by record_vote(reveal=True)). With three stages per
+  query that is one pair per query per annotator; other annotators still get the query's other
+  pairs, so overlap and agreement keep working;
 - second annotator: while fewer than `overlap` of the annotated items have two or more annotators, an
   item annotated by exactly one other person is served; otherwise a fresh item; when fresh items run
   out, items others annotated are served (least-annotated first);
@@ -198,9 +202,11 @@ def _item_rows(conn, annotator: int, stages: set[str] | None) -> tuple[list[dict
         WITH eff AS ({EFFECTIVE}),
         ann AS (SELECT item_id, COUNT(DISTINCT annotator_id) AS n FROM eff WHERE outcome != 'skip'
                 GROUP BY item_id),
-        mine AS (SELECT DISTINCT item_id FROM eff WHERE annotator_id = :a)
+        mine AS (SELECT DISTINCT item_id FROM eff WHERE annotator_id = :a),
+        rev AS (SELECT candidate_id FROM reveals WHERE annotator_id = :a)
         SELECT i.id, i.query_id, i.cand_a, i.cand_b, ca.stage AS sa, cb.stage AS sb,
-               COALESCE(ann.n, 0) AS n_ann, (mine.item_id IS NOT NULL) AS is_mine
+               COALESCE(ann.n, 0) AS n_ann, (mine.item_id IS NOT NULL) AS is_mine,
+               (i.cand_a IN rev OR i.cand_b IN rev) AS revealed
         FROM items i JOIN candidates ca ON ca.id = i.cand_a JOIN candidates cb ON cb.id = i.cand_b
         LEFT JOIN ann ON ann.item_id = i.id LEFT JOIN mine ON mine.item_id = i.id""", {"a": annotator}))
     rows = [r for r in rows if stages is None or (r["sa"] in stages and r["sb"] in stages)]
@@ -230,7 +236,7 @@ def next_item(db: Store, annotator: str, *, overlap: float = 0.2, stages: Iterab
         conn.execute("BEGIN")  # one snapshot for all the reads below
         aid = annotator_id(conn, annotator)
         rows, pair_votes, n1, n2 = _item_rows(conn, aid, stages)
-        open_rows = {r["id"]: r for r in rows if not r["is_mine"]}
+        open_rows = {r["id"]: r for r in rows if not r["is_mine"] and not r["revealed"]}
         if not open_rows:
             return None
         # An item this annotator undid and has not voted on again comes first, sides as before.
@@ -265,13 +271,14 @@ def _showing(conn, item: dict, left: int, right: int, redo: bool = False) -> Sho
 
 def progress(db: Store, annotator: str, stages: Iterable[str] | None = None) -> dict:
     """{"done": items this annotator has an effective vote on (skips included), "skipped": of which
-    skips, "total": items available under `stages`}."""
+    skips, "total": done + the items still open to them under `stages` (items holding a candidate
+    revealed to them are not: they will never be served to this annotator)}."""
     stages = set(stages) if stages is not None else None
     with db.read() as conn:
         conn.execute("BEGIN")
         aid = annotator_id(conn, annotator)
         rows, _, _, _ = _item_rows(conn, aid, stages)
-        ids = {r["id"] for r in rows}
+        ids = {r["id"] for r in rows if r["is_mine"] or not r["revealed"]}
         mine = {r["item_id"]: r["outcome"] for r in conn.query(
             f"WITH eff AS ({EFFECTIVE}) SELECT item_id, outcome FROM eff WHERE annotator_id = ?", [aid])
             if r["item_id"] in ids}

@@ -1,7 +1,9 @@
 """Votes: append-only rows, idempotent on client_id; undo is a new row; preference pairs for training.
 
-    vid = record_vote(db, client_id, "ana", show.item_id, show.left_id, show.right_id, "left")
+    vid = record_vote(db, client_id, "ana", show.item_id, show.left_id, show.right_id, "left",
+                      reveal=True)       # ana will be shown both stages: never show her these candidates again
     undo_last(db, "ana")                 # appends an 'undo' row that cancels ana's latest vote
+                                         # (and withdraws the item from ana when its stages were revealed)
     rows = effective_votes(db)           # what rating.py takes: votes minus undo rows and undone votes
     pairs = preference_pairs(db)         # chosen/rejected rows, ready for the prompt builder
 
@@ -22,6 +24,9 @@ from racq.store.pool import EFFECTIVE, _query
 
 VOTE_OUTCOMES = ("left", "right", "tie", "both_bad", "skip")
 PREFERENCE_OUTCOMES = ("left", "right")
+# The skip reason of an item withdrawn from an annotator after they undid a vote whose stages they had
+# seen: a second vote would not be blind. undo_last never takes a withdrawal back.
+WITHDRAWN = "withdrawn: undone after its stages were shown"
 
 # One vote row as the rest of racq sees it (rating.py, exports): ids, names and stages resolved.
 _ROW = """SELECT v.id, v.client_id, a.name AS annotator, v.item_id, i.query_id, v.left_candidate_id,
@@ -33,9 +38,13 @@ _ROW = """SELECT v.id, v.client_id, a.name AS annotator, v.item_id, i.query_id, 
 
 def record_vote(db: Store, client_id: str, annotator: str, item_id: int, left_id: int, right_id: int,
                 outcome: str, *, skip_reason: str | None = None, rationale: str | None = None,
-                elapsed_ms: int | None = None) -> int:
+                elapsed_ms: int | None = None, reveal: bool = False) -> int:
     """Append one vote and return its id. Submitting the same client_id again returns the first vote's
-    id and writes nothing (a double click records once); reusing it for a different vote raises."""
+    id and writes nothing (a double click records once); reusing it for a different vote raises.
+
+    reveal=True: the caller is about to show the annotator which stage wrote each of the two questions;
+    both candidates are recorded as revealed to them in the same transaction, and the sampler never
+    serves them an item holding either candidate again (racq.store.pool.next_item)."""
     if not client_id or not str(client_id).strip():
         raise StoreError("client_id is required (a fresh uuid per submission)")
     if outcome not in VOTE_OUTCOMES:
@@ -61,22 +70,30 @@ def record_vote(db: Store, client_id: str, annotator: str, item_id: int, left_id
         if dup is not None:
             raise StoreError(f"{annotator} already voted on item {item_id} (vote {dup['id']}); "
                              f"undo that vote first to change it")
-        return conn.execute(
+        vid = conn.execute(
             "INSERT INTO votes (client_id, annotator_id, item_id, left_candidate_id, right_candidate_id, "
             "outcome, skip_reason, rationale, elapsed_ms) VALUES (?,?,?,?,?,?,?,?,?)",
             [client_id, aid, item_id, left_id, right_id, outcome, skip_reason, rationale,
              None if elapsed_ms is None else int(elapsed_ms)]).lastrowid
+        if reveal:
+            conn.conn.executemany("INSERT OR IGNORE INTO reveals (annotator_id, candidate_id, vote_id) "
+                                  "VALUES (?, ?, ?)", [(aid, left_id, vid), (aid, right_id, vid)])
+        return vid
 
 
 def undo_last(db: Store, annotator: str, client_id: str | None = None,
               keep_skip_reasons: Iterable[str] = ()) -> dict | None:
     """Cancel `annotator`'s most recent effective vote by appending an 'undo' row.
 
-    Returns the undone vote's row (so the UI can show that item again; next_item serves it first)
-    or None when there is nothing left to undo. Pass a client_id to make a double click undo once.
-    Skips whose reason is in keep_skip_reasons are passed over, never undone (the app's withdrawals).
+    Returns the undone vote's row plus `withdrawn` (bool), or None when there is nothing left to undo.
+    When that vote's candidates were revealed to the annotator (record_vote(reveal=True)), a second
+    vote would not be blind, so the same transaction also withdraws the item from them: a 'skip' row
+    with reason WITHDRAWN (which undo passes over, never takes back); the item goes to other
+    annotators. Otherwise next_item serves the item to them again first. Both rows land or neither.
+    Pass a client_id to make a double click undo once. Skips whose reason is in keep_skip_reasons are
+    passed over too.
     """
-    keep = [str(r) for r in keep_skip_reasons]
+    keep = [WITHDRAWN, *(str(r) for r in keep_skip_reasons)]
     client_id = client_id or uuid.uuid4().hex
     with db.write() as conn:
         aid = annotator_id(conn, annotator)
@@ -84,8 +101,8 @@ def undo_last(db: Store, annotator: str, client_id: str | None = None,
         if prior is not None:
             if prior["outcome"] != "undo" or prior["annotator_id"] != aid:
                 raise StoreError(f"client_id {client_id!r} was already used for vote {prior['id']}")
-            return one(conn, _ROW.format(src="votes") + " WHERE v.id = ?", [prior["undoes_vote_id"]])
-        kept = f" AND NOT (outcome = 'skip' AND skip_reason IN ({', '.join('?' * len(keep))}))" if keep else ""
+            return _undone_row(conn, aid, prior["undoes_vote_id"])
+        kept = f" AND NOT (outcome = 'skip' AND skip_reason IN ({', '.join('?' * len(keep))}))"
         last = one(conn, f"WITH eff AS ({EFFECTIVE}) SELECT * FROM eff WHERE annotator_id = ?{kept} "
                    "ORDER BY id DESC LIMIT 1", [aid, *keep])
         if last is None:
@@ -94,7 +111,31 @@ def undo_last(db: Store, annotator: str, client_id: str | None = None,
                      "right_candidate_id, outcome, undoes_vote_id) VALUES (?,?,?,?,?,'undo',?)",
                      [client_id, aid, last["item_id"], last["left_candidate_id"],
                       last["right_candidate_id"], last["id"]])
-        return one(conn, _ROW.format(src="votes") + " WHERE v.id = ?", [last["id"]])
+        if _revealed(conn, aid, (last["left_candidate_id"], last["right_candidate_id"])):
+            _withdraw(conn, aid, last, f"{client_id}-withdrawn")
+        return _undone_row(conn, aid, last["id"])
+
+
+def _revealed(conn, aid: int, candidate_ids) -> bool:
+    ids = list(candidate_ids)
+    return one(conn, f"SELECT 1 AS x FROM reveals WHERE annotator_id = ? AND candidate_id IN "
+               f"({', '.join('?' * len(ids))})", [aid, *ids]) is not None
+
+
+def _withdraw(conn, aid: int, vote: dict, client_id: str) -> None:
+    """Inside the caller's transaction: take `vote`'s item away from its annotator for good."""
+    conn.execute("INSERT INTO votes (client_id, annotator_id, item_id, left_candidate_id, right_candidate_id, "
+                 "outcome, skip_reason) VALUES (?,?,?,?,?,'skip',?)",
+                 [client_id, aid, vote["item_id"], vote["left_candidate_id"], vote["right_candidate_id"],
+                  WITHDRAWN])
+
+
+def _undone_row(conn, aid: int, vote_id: int) -> dict:
+    row = one(conn, _ROW.format(src="votes") + " WHERE v.id = ?", [vote_id])
+    row["withdrawn"] = one(conn, "SELECT 1 AS x FROM votes WHERE annotator_id = ? AND item_id = ? AND "
+                           "outcome = 'skip' AND skip_reason = ? AND id > ?",
+                           [aid, row["item_id"], WITHDRAWN, vote_id]) is not None
+    return row
 
 
 def all_votes(db: Store) -> list[dict]:

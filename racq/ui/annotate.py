@@ -4,11 +4,13 @@ clarifying questions, press a key.
     python app.py                 # Annotate tab; python -m racq.ui.users ... turns on tokens
 
 Keys: 1 left better, 2 right better, 3 both good / tie, 4 both bad, S skip (pick a reason first),
-U undo (the item comes back; once its stages were revealed it goes to another annotator). Guidelines: annotations/guidelines.md (one click away on the screen).
+U undo (the item on screen stays; the undone item comes back next, or, once its stages were
+revealed, goes to another annotator). Guidelines: annotations/guidelines.md (one click away).
 
 Blindness: which stage wrote which question lives only in the server-side gr.State (candidate ids)
 and in the database; the browser gets the two texts and an opaque per-showing id. The stages are
-revealed for an item only after its vote is recorded (cfg.reveal_after_vote).
+revealed for an item only after its vote is recorded (cfg.reveal_after_vote), and the vote records
+that reveal: the sampler never shows this annotator either of those two questions again.
 
 Double submits: each showing gets a fresh uuid, which is the vote's client_id. The browser sends it
 back with the vote; a second click carrying the same id records nothing (the store is idempotent on
@@ -23,8 +25,8 @@ import time
 import uuid
 
 from racq.config import REPO_ROOT
-from racq.store import (StoreError, add_annotator, get_annotator, next_item, progress, record_vote,
-                        stage_of_candidate, undo_last, votes_for_annotator)
+from racq.store import (WITHDRAWN, StoreError, add_annotator, get_annotator, next_item, progress,
+                        record_vote, stage_of_candidate, undo_last, votes_for_annotator)
 from racq.ui.render import esc, message_html, passages_html, table_html
 from racq.ui.users import SignInError, check_sign_in, load_users
 
@@ -34,8 +36,6 @@ OUTCOMES = [("left", "Left is better [1]", "vote-left"), ("right", "Right is bet
             ("tie", "Both good / tie [3]", "vote-tie"), ("both_bad", "Both bad [4]", "vote-bad")]
 LABELS = {"left": "left is better", "right": "right is better", "tie": "both good / tie",
           "both_bad": "both bad", "skip": "skipped"}
-# the skip reason of an item withdrawn after undoing a revealed vote (not offered to annotators)
-WITHDRAWN = "withdrawn: undone after its stages were shown"
 SKIP_REASONS = ["passages do not help", "I do not understand the query", "questions say the same thing",
                 "cannot judge / other"]
 KEEP_SHOWINGS = 50  # per session: enough to recognise late double clicks, small enough to forget
@@ -104,7 +104,7 @@ def vote(ctx, user: dict, st: dict, token: str, outcome: str, rationale: str = "
     elapsed = int((time.monotonic() - show["t"]) * 1000)
     record_vote(ctx.db, token, user["name"], show["item_id"], show["left_id"], show["right_id"], outcome,
                 skip_reason=reason if outcome == "skip" else None, rationale=(rationale or "").strip() or None,
-                elapsed_ms=elapsed)
+                elapsed_ms=elapsed, reveal=ctx.cfg.reveal_after_vote)
     st["used"] = (st["used"] + [token])[-KEEP_SHOWINGS:]
     reveal = None
     if ctx.cfg.reveal_after_vote:
@@ -116,28 +116,27 @@ def vote(ctx, user: dict, st: dict, token: str, outcome: str, rationale: str = "
 
 
 def undo(ctx, user: dict, st: dict, token: str):
-    """Undo the user's latest vote (once per showing token). Returns (done: bool, message).
+    """Undo the user's latest vote (once per showing token). Returns (done, message, back): `back` is
+    True when the undone item is the next one to show (it comes back), False when it went elsewhere.
 
-    With reveal_after_vote the annotator has seen which stage wrote which question, so a second vote
-    would no longer be blind: the undone item is withdrawn from them (a 'skip' row with reason
-    WITHDRAWN, which undo never takes back) and goes to other annotators instead of coming back."""
+    Once the annotator has seen which stage wrote which question, a second vote would no longer be
+    blind: the store withdraws the undone item from them in the same transaction (a 'skip' row with
+    reason WITHDRAWN, which undo never takes back) and it goes to other annotators instead."""
     if token:  # one undo per showing: a double click sends the same token twice
         key = f"undo-{token}"
         if key in st["used"]:
-            return False, "already undone (double click ignored)"
+            return False, "already undone (double click ignored)", False
     else:  # nothing on screen (all done): nothing to tie the click to
         key = f"undo-{uuid.uuid4().hex}"
-    undone = undo_last(ctx.db, user["name"], client_id=key, keep_skip_reasons=[WITHDRAWN])
+    undone = undo_last(ctx.db, user["name"], client_id=key)
     st["used"] = (st["used"] + [key])[-KEEP_SHOWINGS:]
     if undone is None:
-        return False, "nothing to undo"
+        return False, "nothing to undo", False
     what = LABELS.get(undone["outcome"], undone["outcome"])
-    if ctx.cfg.reveal_after_vote:
-        record_vote(ctx.db, f"{key}-withdrawn", user["name"], undone["item_id"], undone["left_candidate_id"],
-                    undone["right_candidate_id"], "skip", skip_reason=WITHDRAWN)
+    if undone["withdrawn"]:
         return True, (f"undid your vote ({what}). You saw its stages, so that item goes to another "
-                      f"annotator rather than back to you")
-    return True, f"undid your vote ({what}): that item is back"
+                      f"annotator rather than back to you"), False
+    return True, f"undid your vote ({what}): that item is back", True
 
 
 def progress_html(ctx, user: dict) -> str:
@@ -246,12 +245,16 @@ def build(ctx) -> None:
         if not user or state is None:
             return {status: message_html("sign in first", "error")}
         try:
-            ok, msg = undo(ctx, user, state, token_)
+            ok, msg, back = undo(ctx, user, state, token_)
         except StoreError as e:
             return {status: message_html(f"not undone: {e}", "error")}
         if not ok:
             return {status: message_html(msg, "pending")}
-        return refresh(user, state, msg, reveal_html="")
+        if back or not token_:  # the undone item is next (or the screen was empty): show it
+            return refresh(user, state, msg, reveal_html="")
+        # The item on screen stays where it is: undoing the previous vote must not swap away what the
+        # annotator is reading (and its showing token stays valid for the vote that follows).
+        return {prog: progress_html(ctx, user), status: message_html(msg), reveal: "", mine: my_votes_html(ctx, user)}
 
     sign_outputs = screen + [ctx.session, signin_box, work_box, who, signin_msg, token]
     signin_btn.click(annotate_sign_in, [name, token], sign_outputs, api_name="annotate_sign_in", **queue)

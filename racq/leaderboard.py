@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
+from itertools import combinations
 
 from racq import rating
 from racq.store import Store, effective_votes
@@ -105,18 +106,23 @@ def annotator_table(data: dict) -> tuple[list[str], list[list]]:
     return headers, rows
 
 
-def agreement_text(data: dict) -> str:
+def agreement_text(data: dict, name=str) -> str:
+    """The agreement and auto-vs-human lines. `name` formats every annotator and metric name (the app
+    passes racq.ui.render.md_esc, since this text goes into Markdown there)."""
     ag, avh = data["agreement"], data["auto_vs_human"]
     if ag["method"] is None:
         lines = ["Inter-annotator agreement: no item has two annotators yet."]
     else:
-        name = "Cohen's" if ag["method"] == "cohen" else "Fleiss'"
-        lines = [f"Inter-annotator agreement: {name} κ = {_f(ag['kappa'])} on {ag['items']} shared items "
-                 f"({', '.join(ag['annotators'])})."]
-        lines += [f"  {pair.replace('|', ' & ')}: κ = {_f(p['kappa'])} on {p['items']} items"
-                  for pair, p in ag["pairwise"].items()]
+        method = "Cohen's" if ag["method"] == "cohen" else "Fleiss'"
+        lines = [f"Inter-annotator agreement: {method} κ = {_f(ag['kappa'])} on {ag['items']} shared items "
+                 f"({', '.join(map(name, ag['annotators']))})."]
+        # Pairs rebuilt from the names, not split from the "a|b" keys: a name may itself contain "|".
+        for a, b in combinations(ag["annotators"], 2):
+            p = ag["pairwise"].get(f"{a}|{b}")
+            if p:
+                lines.append(f"  {name(a)} & {name(b)}: κ = {_f(p['kappa'])} on {p['items']} items")
     if avh["n"] >= 2:
-        lines.append(f"Automatic ({data['auto_metric']}) vs human ranking over {avh['n']} stages: "
+        lines.append(f"Automatic ({name(data['auto_metric'])}) vs human ranking over {avh['n']} stages: "
                      f"Kendall τ = {_f(avh['kendall_tau'])}, Spearman ρ = {_f(avh['spearman'])}.")
     else:
         lines.append("Automatic vs human ranking: needs two stages with both votes and scores.")
@@ -157,6 +163,7 @@ def bt_figure(data: dict):
     err = [[r["elo"] - r["elo_low"] for r in rows], [r["elo_high"] - r["elo"] for r in rows]]
     ax.errorbar(elo, y, xerr=err, fmt="o", capsize=4, color="#1f6feb")
     ax.axvline(1000, color="#999", lw=0.8, ls="--")
-    ax.set_yticks(y, [f"{r['stage']} ({r['games']})" for r in rows])
+    # parse_math off: a stage name is text; "$...$" in it must not turn into mathtext
+    ax.set_yticks(y, [f"{r['stage']} ({r['games']})" for r in rows], parse_math=False)
     ax.set_xlabel("Bradley–Terry rating, Elo scale (95% bootstrap CI); (games)")
     return fig

@@ -1,17 +1,24 @@
 """The leaderboard's data (racq.leaderboard) and the screen's refresh, on a real SQLite file with votes
-whose answer is known: aligned beats sft beats base, two annotators overlap, one leans left.
+whose answer is known: aligned beats sft beats base, two annotators overlap, one leans left. Then the
+real app with a users file: what `/leaderboard` tells an annotator, a visitor and an admin.
 
-    HF_HUB_OFFLINE=1 .venv/bin/pytest tests/test_leaderboard.py -q
+    HF_HUB_OFFLINE=1 .venv/bin/pytest tests/test_leaderboard.py -q     # ~35 s, most of it two app starts
 """
 
 from __future__ import annotations
 
+import contextlib
+import html
+import json
 import random
+import re
+import types
 import uuid
 
 import numpy as np
 import pytest
 
+from apphelpers import STAGE_WORDS, AppServer, Rest, shown_token, synthetic_pool, write_config, write_users
 from racq.data import Passage
 from racq.leaderboard import (annotator_table, bt_figure, format_text, leaderboard, matrix_table, stage_table)
 from racq.store import add_annotator, add_candidate, add_query_with_passages, make_items, open_db, record_vote
@@ -116,18 +123,152 @@ def test_scores_are_kept_per_scorer_and_not_duplicated(db):
     assert list(other) == ["sft"] and other["sft"]["n"] == 1 and other["sft"]["option_support"] == 0.0
 
 
-def test_screen_refresh_and_layout(db):
+def test_screen_refresh_and_layout(db, tmp_path):
+    """Without a users file (auth off) the screen shows everything, to anyone, as before."""
     gr = pytest.importorskip("gradio")
+    from racq.ui import AppConfig, make_context
     from racq.ui import leaderboard as screen
 
-    summary, fig, stages, matrix, annotators, agreement = screen.refresh(db.path, n_boot=50)
+    summary, fig, stages, matrix, annotators, agreement = screen.full_view(leaderboard(db, n_boot=50))
     assert "34 votes" in summary and list(stages["stage"]) == ["aligned", "sft", "base", "aligned-r1"]
     assert list(matrix.columns)[1:] == ["aligned", "sft", "base"] and "Cohen" in agreement
+    assert list(annotators["annotator"]) == ["ana", "ben"]
 
-    class Ctx:
-        db_path, cfg = db.path, None
-
+    ctx = make_context(AppConfig(db=str(db.path), adapters_dir=str(tmp_path)))
     with gr.Blocks() as demo:
-        handle = screen.build(Ctx())
-    assert len(handle["outputs"]) == 6 and handle["refresh"]()[0] == summary
+        handle = screen.build(ctx)
+    assert len(handle["outputs"]) == 6
+    out = handle["refresh"](types.SimpleNamespace(session_hash="nobody-signed-in"))
+    assert out[0] == summary and all(u["visible"] for u in out[1:])
+    assert list(out[4]["value"]["annotator"]) == ["ana", "ben"] and out[5]["value"] == agreement
     assert any(d.api_name == "leaderboard" for d in demo.fns.values())
+    # The tables stay "str": Gradio renders those cells and headers as text, never as Markdown/HTML.
+    assert all(c.datatype == "str" for c in handle["outputs"] if isinstance(c, gr.Dataframe))
+
+
+EVIL = "**x** <img src=x onerror=alert(1)>"  # a name anyone may type when sign-in is off
+MARKUP = EVIL + " [y](http://e.x) www.e.x $$a$$ `c` | d\n# h\n---"  # more syntax than a 64-character name holds
+
+
+def _text(markdown: str) -> tuple[str, str]:
+    """(HTML, its text) as CommonMark (with tables) renders `markdown`."""
+    from markdown_it import MarkdownIt
+
+    rendered = MarkdownIt("commonmark").enable("table").render(markdown)
+    return rendered, html.unescape(re.sub(r"<[^>]+>", "", rendered))
+
+
+def test_names_in_markdown_are_text(db):
+    """An annotator's name reaches the agreement Markdown as literal text: no emphasis, tag, link,
+    code span, table cell or heading comes out of it."""
+    from racq.ui import leaderboard as screen
+    from racq.ui.render import md_esc
+
+    add_annotator(db, EVIL)
+    with db.read() as c:
+        it = next(c.query("SELECT id, cand_a, cand_b FROM items ORDER BY id"))
+    record_vote(db, uuid.uuid4().hex, EVIL, it["id"], it["cand_a"], it["cand_b"], "left")
+    rendered, text = _text(screen.full_view(leaderboard(db, n_boot=10))[5])
+    assert "<img" not in rendered and "<strong" not in rendered and "<em" not in rendered, rendered
+    assert text.count(EVIL) == 3  # in the list of annotators, and in its pairs with ana and with ben
+    rendered, text = _text(md_esc(MARKUP))
+    for tag in ("<strong", "<em", "<img", "<a ", "<code", "<h1", "<hr", "<table"):
+        assert tag not in rendered, (tag, rendered)
+    assert text.strip() == MARKUP.replace("\n", " ")
+    assert md_esc(None) == "" and md_esc("ana") == "ana"
+
+
+# ------------------------------------------------------------------ the real app, sign-in on
+USERS = {"ana": ("admin", "ana-secret-token"), "bob": ("annotator", "bob-secret-token"),
+         "cat": ("annotator", "cat-secret-token")}
+NAMES = re.compile(r"\b(ana|bob|cat)\b")
+
+
+@pytest.fixture
+def voted_pool(tmp_path):
+    """A synthetic pool of 18 items, 12 of which bob and cat both voted on (aligned > sft > base), and a
+    users file. Per test: the first test votes, and the next must not depend on it."""
+    db = open_db(tmp_path / "racq.db")
+    synthetic_pool(db, 6)
+    with db.read() as c:
+        items = list(c.query("SELECT i.id, i.cand_a, i.cand_b, ca.stage AS sa, cb.stage AS sb FROM items i "
+                             "JOIN candidates ca ON ca.id = i.cand_a JOIN candidates cb ON cb.id = i.cand_b "
+                             "ORDER BY i.id LIMIT 12"))
+    for who in ("bob", "cat"):
+        add_annotator(db, who)
+        for it in items:
+            outcome = "left" if RANK[it["sa"]] > RANK[it["sb"]] else "right"
+            record_vote(db, uuid.uuid4().hex, who, it["id"], it["cand_a"], it["cand_b"], outcome)
+    (tmp_path / "adapters").mkdir()
+    return {"root": tmp_path, "db": db.path, "users": write_users(tmp_path / "users.yaml", USERS)}
+
+
+@contextlib.contextmanager
+def _app(pool, publish: bool):
+    config = write_config(pool["root"] / f"app-{publish}.yaml", db=pool["db"], users_file=pool["users"],
+                          adapters_dir=pool["root"] / "adapters", preload=False, check_index=False,
+                          publish_ranking=publish)
+    with AppServer(config, pool["root"] / "app.log") as app:
+        rest = Rest(app.url)
+        try:
+            yield rest
+        finally:
+            rest.close()
+
+
+def _sign_in(rest, name) -> tuple[str, list]:
+    session = uuid.uuid4().hex
+    return session, rest.call("annotate_sign_in", [name, USERS[name][1]], session)
+
+
+def _board(rest, session) -> tuple[list, str]:
+    out = rest.call("leaderboard", [], session)
+    return out, json.dumps(out, ensure_ascii=False)
+
+
+def _assert_nothing_count_bearing(out, text):
+    """No annotator name, no plot, no number in the summary, the admin-only tables hidden and empty."""
+    assert not NAMES.search(text), text
+    assert not re.search(r"\d", out[0]) and out[1]["value"] is None and not out[1]["visible"]
+    for table in (out[3], out[4]):
+        assert table["value"]["data"] == [] and not table["visible"]
+    assert out[5]["value"] == "" and not out[5]["visible"]
+
+
+def _assert_everything(out, text, n_votes):
+    """The admin's view: counts, the plot, every table, the annotators by name and their agreement."""
+    assert f"**{n_votes} votes**" in out[0] and all(u["visible"] for u in out[1:]) and out[1]["value"]
+    assert out[2]["value"]["headers"][:3] == ["rank", "stage", "games"]
+    assert out[3]["value"]["headers"] == ["row beats column", "aligned", "sft", "base"]
+    assert [r[0] for r in out[4]["value"]["data"]] == ["bob", "cat"] and "bob & cat" in out[5]["value"]
+
+
+def test_annotators_get_no_counts_and_no_ranking_until_it_is_published(voted_pool):
+    from racq.ui.leaderboard import NOT_PUBLISHED
+
+    with _app(voted_pool, publish=False) as rest:
+        bob, signed_in = _sign_in(rest, "bob")
+        for session in (bob, uuid.uuid4().hex):  # an annotator, and a visitor who never signed in
+            out, text = _board(rest, session)
+            assert out[0] == NOT_PUBLISHED and not STAGE_WORDS.search(text), text
+            assert out[2]["value"]["data"] == [] and not out[2]["visible"]
+            _assert_nothing_count_bearing(out, text)
+        before = _board(rest, bob)[1]
+        assert "recorded: left" in json.dumps(rest.call("annotate_left", [shown_token(signed_in), "", None], bob))
+        assert _board(rest, bob)[1] == before  # nothing to diff around one's own vote
+        out, text = _board(rest, _sign_in(rest, "ana")[0])
+        _assert_everything(out, text, n_votes=2 * 12 + 1)
+
+
+def test_a_published_ranking_shows_rank_and_stage_only(voted_pool):
+    from racq.ui.leaderboard import RANKING
+
+    with _app(voted_pool, publish=True) as rest:
+        for session in (_sign_in(rest, "cat")[0], uuid.uuid4().hex):
+            out, text = _board(rest, session)
+            assert out[0] == RANKING and out[2]["visible"]
+            assert out[2]["value"]["headers"] == ["rank", "stage"]
+            assert out[2]["value"]["data"] == [[1, "aligned"], [2, "sft"], [3, "base"]]
+            _assert_nothing_count_bearing(out, text)
+        out, text = _board(rest, _sign_in(rest, "ana")[0])
+        _assert_everything(out, text, n_votes=2 * 12)

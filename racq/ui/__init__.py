@@ -63,6 +63,9 @@ class AppConfig:
                                     "empty = anyone signs in with a name.")
     overlap: float = helpfield(0.2, "Share of items that get a second annotator (agreement).")
     reveal_after_vote: bool = helpfield(True, "After a vote, show which stages the two questions came from.")
+    publish_ranking: bool = helpfield(False, "With a users file: show annotators the stage ranking (rank and "
+                                             "stage only) on the Leaderboard; vote counts, per-annotator tables "
+                                             "and agreement stay admin-only. No users file: everyone sees all.")
     examples: list[str] = helpfield(EXAMPLES, "Example queries offered under the Explore box.")
     host: str = helpfield("127.0.0.1", "Interface to bind; 0.0.0.0 exposes the app to your network.")
     port: int = helpfield(7860, "Port to serve on.")

@@ -4,11 +4,11 @@ questions to the pool. The buttons call the same functions as the CLI:
     racq train dpo --from-votes --synthetic-weight 0.3     # = the Train button (racq.feedback.train_round)
     racq pool build --existing                             # = the "Add ... to the pool" button
 
-Context: see the protocol at the top of racq/ui/leaderboard.py. Used here: ctx.db_path, ctx.cfg,
-ctx.asker(), and when present ctx.reload_stages() (after a round, so Explore shows the new stage),
-ctx.is_admin(request) or ctx.role(request), ctx.train_cfg (a TrainConfig). Who is an admin: ctx says
-so; else the signed-in Gradio user (request.username) has role 'admin' in the annotators table; else
-cfg.admin is true. The check runs on the server in every handler, not only in the layout.
+Context: racq.ui.AppContext (racq/ui/__init__.py), or any object with these parts. Used here:
+ctx.db_path, ctx.cfg, ctx.asker(), and when present ctx.reload_stages() (after a round, so Explore
+shows the new stage), ctx.is_admin(request) or ctx.role(request), ctx.train_cfg (a TrainConfig).
+Who is an admin: ctx says so; else the signed-in Gradio user (request.username) has role 'admin' in
+the annotators table; else cfg.admin is true. The check runs on the server in every handler, not only in the layout.
 
 One job (a round or a pool build) runs at a time per process, in a worker thread; the handlers are
 generators that poll it twice a second for the progress bar and the log, so a reloaded page can

@@ -2,30 +2,39 @@
 
     python app.py            # tab "Leaderboard"; the numbers are also `racq rate`
 
-The context object this screen (and racq/ui/feedback.py) assumes -- the app shell passes one to every
-screen's `build(ctx)`:
+Who sees what, decided on the server in the handler for every call (the layout only starts hidden):
+- No users file (auth off, a single trusted machine): everyone sees the full leaderboard.
+- With a users file: admins see everything. Annotators and signed-out visitors see at most the stage
+  ranking (rank and stage name), and only when the app runs with `publish_ranking: true`; otherwise
+  a line saying it is not published. Vote and game counts, intervals, the win matrix, per-annotator
+  tables and agreement move with every vote: diffing them around one's own vote would tell which
+  stage pair one judged and how the others vote.
 
-    class Ctx(Protocol):
-        cfg: object                      # app settings; feedback.py reads cfg.admin (bool) as a fallback
-        db_path: str | Path | None       # the annotation database (None = racq.config.DB_PATH)
-        def asker(self) -> Asker: ...    # racq.service.Asker, loaded lazily on first call
-        def stages(self) -> list[str]: ...          # stage names loaded now
-        # optional, used by feedback.py when present:
-        def reload_stages(self) -> list[str]: ...   # re-read models/adapters so new stages appear
-        def is_admin(self, request) -> bool: ...    # or role(request) -> "admin" | "annotator"
-
-Everything shown is computed by racq.leaderboard from racq.rating; this module only lays it out.
-The Refresh button is also the API endpoint `/leaderboard` (gradio_client: predict(api_name="/leaderboard")).
+Takes the app's AppContext (racq/ui/__init__.py): ctx.db, ctx.cfg (users_file, publish_ranking) and
+ctx.is_admin(request). The numbers come from racq.leaderboard (racq.rating); names that go into
+Markdown pass through racq.ui.render.md_esc, and the tables keep Gradio's "str" datatype, which the
+browser renders as text. The Refresh button is also the API endpoint `/leaderboard` (gradio_client:
+predict(api_name="/leaderboard")): the same handler, so the same rules.
 """
 
 from __future__ import annotations
 
+import gradio as gr  # at module level: the handler's `gr.Request` hint must resolve for Gradio to inject it
+
+from racq import rating
 from racq.leaderboard import agreement_text, annotator_table, bt_figure, leaderboard, matrix_table, stage_table
-from racq.store import open_db
+from racq.store import effective_votes
+from racq.ui.render import md_esc
 
 INTRO = ("Human ranking of the stages from blind pairwise votes (Bradley–Terry with 95% bootstrap "
          "intervals; ties and 'both bad' count half a win, skips not at all), next to the automatic "
          "faithfulness score of each stage's pool questions.")
+NOT_PUBLISHED = "The stage ranking is not published yet: an admin publishes it once a round of votes is in."
+RANKING = ("**Stage ranking** from everyone's blind votes, best first. Counts, intervals and "
+           "per-annotator numbers are for admins.")
+NO_RANKING = "**No ranking yet**: the stages have no votes."
+STAGES_LABEL = "Stages: human rating and automatic faithfulness"
+RANKING_LABEL = "Stage ranking (best first)"
 
 
 def _frame(headers, rows):
@@ -34,36 +43,69 @@ def _frame(headers, rows):
     return pd.DataFrame(rows, columns=headers)
 
 
-def refresh(db_path=None, n_boot: int = 1000):
+def access(ctx, request) -> str:
+    """What this caller may see: "all", "ranking" or "nothing"."""
+    if not ctx.cfg.users_file or ctx.is_admin(request):
+        return "all"
+    return "ranking" if ctx.cfg.publish_ranking else "nothing"
+
+
+def full_view(data: dict) -> tuple:
     """(summary markdown, figure, stages table, win matrix, annotators table, agreement markdown)."""
-    data = leaderboard(open_db(db_path), n_boot=n_boot)
     if data["n_votes"]:
         summary = f"**{data['n_votes']} votes** ({data['n_games']} games; skips are not games)."
     else:
         summary = "**No votes yet.** Vote on the Annotate screen; the table shows automatic scores meanwhile."
-    agreement = agreement_text(data).replace("\n  ", "\n- ").replace("\n", "\n\n")
+    agreement = agreement_text(data, name=md_esc).replace("\n  ", "\n- ").replace("\n", "\n\n")
     return (summary, bt_figure(data), _frame(*stage_table(data)), _frame(*matrix_table(data)),
             _frame(*annotator_table(data)), agreement)
 
 
+def ranking_rows(db) -> list[list]:
+    """[rank, stage] best first, from Bradley-Terry point estimates: no bootstrap, and no count or
+    per-annotator number is even computed for this view."""
+    return [[r["rank"], r["stage"]] for r in rating.bradley_terry(effective_votes(db), n_boot=0)]
+
+
+def refresh(ctx, request, n_boot: int = 1000) -> list:
+    """The six outputs (summary, plot, stages, matrix, annotators, agreement) for this caller."""
+    seen = access(ctx, request)
+    if seen == "all":
+        summary, fig, stages, matrix, annotators, agreement = full_view(leaderboard(ctx.db, n_boot=n_boot))
+        return [summary, gr.update(value=fig, visible=True),
+                gr.update(value=stages, label=STAGES_LABEL, visible=True), gr.update(value=matrix, visible=True),
+                gr.update(value=annotators, visible=True), gr.update(value=agreement, visible=True)]
+    if seen == "ranking":
+        rows = ranking_rows(ctx.db)
+        summary = RANKING if rows else NO_RANKING
+        stages = gr.update(value=_frame(["rank", "stage"], rows), label=RANKING_LABEL, visible=bool(rows))
+    else:
+        summary, stages = NOT_PUBLISHED, gr.update(value=None, visible=False)
+    # Emptied, not only hidden: this browser may still hold the view of an admin who signed out.
+    hidden = [gr.update(value=None, visible=False) for _ in range(3)]
+    return [summary, hidden[0], stages, hidden[1], hidden[2], gr.update(value="", visible=False)]
+
+
 def build(ctx) -> dict:
     """Lay the screen out in the current Blocks/Tab; returns {"refresh": fn, "outputs": [...], "button"}
-    so the shell can also fill it on page load (demo.load(handle["refresh"], None, handle["outputs"]))."""
-    import gradio as gr
-
+    (the shell fills the screen when its tab is selected, racq.ui._refresh_on_select)."""
+    shown = not ctx.cfg.users_file  # with sign-in, counts start hidden until the server knows who asks
     gr.Markdown(INTRO)
     button = gr.Button("Refresh", elem_id="leaderboard-refresh", variant="secondary")
-    summary = gr.Markdown(elem_id="leaderboard-summary")
-    plot = gr.Plot(label="Bradley–Terry rating (Elo scale, 95% bootstrap CI)")
-    stages = gr.Dataframe(label="Stages: human rating and automatic faithfulness", interactive=False,
-                          elem_id="leaderboard-stages")
-    matrix = gr.Dataframe(label="Pairwise: row's win rate against column (games)", interactive=False)
-    annotators = gr.Dataframe(label="Annotators: votes and left/right bias", interactive=False)
-    agreement = gr.Markdown(elem_id="leaderboard-agreement")
+    # latex off: nothing here is maths, and a "$$" in a name must stay text
+    summary = gr.Markdown(elem_id="leaderboard-summary", latex_delimiters=[])
+    plot = gr.Plot(label="Bradley–Terry rating (Elo scale, 95% bootstrap CI)", visible=shown)
+    # The tables keep datatype "str": Gradio renders such cells (and headers) as text, never markup.
+    stages = gr.Dataframe(label=STAGES_LABEL, interactive=False, elem_id="leaderboard-stages", visible=shown)
+    matrix = gr.Dataframe(label="Pairwise: row's win rate against column (games)", interactive=False,
+                          elem_id="leaderboard-matrix", visible=shown)
+    annotators = gr.Dataframe(label="Annotators: votes and left/right bias", interactive=False,
+                              elem_id="leaderboard-annotators", visible=shown)
+    agreement = gr.Markdown(elem_id="leaderboard-agreement", latex_delimiters=[], visible=shown)
     outputs = [summary, plot, stages, matrix, annotators, agreement]
 
-    def on_refresh():
-        return refresh(getattr(ctx, "db_path", None))
+    def on_refresh(request: gr.Request):
+        return refresh(ctx, request)
 
     button.click(on_refresh, None, outputs, api_name="leaderboard")
     return {"refresh": on_refresh, "outputs": outputs, "button": button}

@@ -1,11 +1,13 @@
 """HTML fragments for the screens. Every piece of text that came from a user, a corpus or a model goes
 through `esc` first: queries, passages and questions render as text and never run as markup or script.
+Text that goes into a gr.Markdown instead (names in the leaderboard's agreement line) goes through `md_esc`.
 """
 
 from __future__ import annotations
 
 import html
 import re
+import string
 from typing import Iterable, Sequence
 
 _WORD = re.compile(r"\w+(?:['’]\w+)*", re.UNICODE)
@@ -16,6 +18,15 @@ def esc(text) -> str:
     between us and the DOM can read a passage as an expression."""
     out = html.escape("" if text is None else str(text), quote=True)
     return out.replace("$", "&#36;").replace("{", "&#123;").replace("}", "&#125;")
+
+
+def md_esc(text) -> str:
+    """`text` as literal text inside Markdown (None -> ""). Every ASCII punctuation mark becomes a
+    numeric character reference, which CommonMark shows as that character but never reads as syntax
+    (emphasis, links, autolinks, HTML tags, tables, `$` maths); line breaks become spaces so a name
+    cannot open a block of its own (heading, list, rule)."""
+    flat = " ".join(("" if text is None else str(text)).splitlines())
+    return "".join(f"&#{ord(c)};" if c in string.punctuation else c for c in flat)
 
 
 def _field(p, name):

@@ -102,6 +102,13 @@ def _votes(db: Path, annotator: str) -> list[dict]:
                     "ORDER BY v.id", [annotator])
 
 
+def _changed(locator, before: str) -> str:
+    """The locator's text once it differs from `before`: the components of one answer may render a
+    moment apart, so reading the item as soon as the progress line moved can catch the old one."""
+    expect(locator).not_to_have_text(before)
+    return locator.inner_text()
+
+
 def _shoot(page, name: str) -> None:
     if os.environ.get("RACQ_SCREENSHOTS") == "1":
         out = REPO / "docs" / "screenshots"
@@ -141,8 +148,10 @@ def test_annotate_with_keyboard(page, app, ui_env):
     assert page.locator("img[src='x'], #tab-annotate script").count() == 0
     _shoot(page, "annotate.png")
 
+    first = item.inner_text()
     page.keyboard.press("1")
     expect(progress).to_contain_text(f"1 / {N_QUERIES} done")
+    second = _changed(item, first)
     expect(page.locator("#ann-reveal")).to_contain_text("left =")
     rationale = page.get_by_label("Why? (optional, saved with your next vote)")
     rationale.press_sequentially("passage 1 says so")  # a digit typed in a text box is not a vote
@@ -150,10 +159,10 @@ def test_annotate_with_keyboard(page, app, ui_env):
     expect(progress).to_contain_text(f"1 / {N_QUERIES} done")
     page.keyboard.press("2")
     expect(progress).to_contain_text(f"2 / {N_QUERIES} done")
-    third = item.inner_text()
+    third = _changed(item, second)
     page.keyboard.press("3")
     expect(progress).to_contain_text(f"3 / {N_QUERIES} done")
-    fourth = item.inner_text()
+    fourth = _changed(item, third)
     page.keyboard.press("u")
     # the stages of the undone vote were revealed: it is withdrawn from ana (a skip), not shown again
     expect(page.locator("#ann-status")).to_contain_text("goes to another annotator")

@@ -13,8 +13,12 @@ revealed for an item only after its vote is recorded (cfg.reveal_after_vote).
 Double submits: each showing gets a fresh uuid, which is the vote's client_id. The browser sends it
 back with the vote; a second click carrying the same id records nothing (the store is idempotent on
 client_id, and this session remembers the ids it has already used). Gradio also drops clicks while
-the first one is pending. All annotate events share one queue slot, so one session's votes are
-applied in order.
+the first one is pending. All vote/undo events share one queue slot, so one session's votes are
+applied in order; sign-in and sign-out have their own slots ("signin"), so a flood of slow (PBKDF2)
+sign-ins never holds up anyone's votes.
+
+Sign-in: names and tokens are bounded and failed sign-ins are throttled per name and per client address
+(racq.ui.users, racq.ui.throttle).
 """
 
 # No `from __future__ import annotations` here: Gradio reads the handlers' `request: gr.Request` hints
@@ -26,7 +30,8 @@ from racq.config import REPO_ROOT
 from racq.store import (StoreError, add_annotator, get_annotator, next_item, progress, record_vote,
                         stage_of_candidate, undo_last, votes_for_annotator)
 from racq.ui.render import esc, message_html, passages_html, table_html
-from racq.ui.users import SignInError, check_sign_in, load_users
+from racq.ui.throttle import SignInGuard
+from racq.ui.users import MAX_NAME_CHARS, MAX_TOKEN_CHARS, SignInError, check_sign_in, load_users
 
 GUIDELINES = REPO_ROOT / "annotations" / "guidelines.md"
 # outcome, button label, key, elem_id (racq.ui.theme.KEYS maps the keys to the same ids)
@@ -39,6 +44,7 @@ WITHDRAWN = "withdrawn: undone after its stages were shown"
 SKIP_REASONS = ["passages do not help", "I do not understand the query", "questions say the same thing",
                 "cannot judge / other"]
 KEEP_SHOWINGS = 50  # per session: enough to recognise late double clicks, small enough to forget
+SIGNIN_QUEUE = dict(concurrency_id="signin", concurrency_limit=2)  # apart from the votes' slot
 
 
 def guidelines_text() -> str:
@@ -57,9 +63,11 @@ def new_state() -> dict:
 
 
 # ---------------------------------------------------------------- pure-ish handlers (return dicts of values)
-def sign_in(ctx, users, name: str, token: str) -> dict:
-    """{"name", "role"} or raise SignInError; creates the annotator row on first sign-in."""
-    role = check_sign_in(users, name, token)
+def sign_in(ctx, users, name: str, token: str, guard: SignInGuard | None = None,
+            client: str | None = None) -> dict:
+    """{"name", "role"} or raise SignInError; creates the annotator row on first sign-in. guard/client:
+    the app's sign-in throttles and the caller's address (see racq.ui.users.check_sign_in)."""
+    role = check_sign_in(users, name, token, guard, client)
     name = name.strip()
     try:
         row = get_annotator(ctx.db, name)
@@ -140,6 +148,11 @@ def undo(ctx, user: dict, st: dict, token: str):
     return True, f"undid your vote ({what}): that item is back"
 
 
+def client_host(request) -> str | None:
+    """The caller's address as the server sees it (None in-process, where there is no client)."""
+    return getattr(getattr(request, "client", None), "host", None) or None
+
+
 def progress_html(ctx, user: dict) -> str:
     p = progress(ctx.db, user["name"], _stages(ctx))
     skipped = f", {p['skipped']} skipped" if p["skipped"] else ""
@@ -168,9 +181,10 @@ def build(ctx) -> None:
     with gr.Column(visible=True) as signin_box:
         gr.Markdown("Sign in to compare clarifying questions. You only ever see your own votes.")
         with gr.Row():
-            name = gr.Textbox(label="Your name", elem_id="ann-name", max_lines=1, scale=3)
+            name = gr.Textbox(label="Your name", elem_id="ann-name", max_lines=1, scale=3,
+                              max_length=MAX_NAME_CHARS)  # max_length binds the browser only; the server checks
             token = gr.Textbox(label="Token", type="password", elem_id="ann-token", max_lines=1,
-                               visible=users is not None, scale=3)
+                               visible=users is not None, scale=3, max_length=MAX_TOKEN_CHARS)
             signin_btn = gr.Button("Sign in", variant="primary", elem_id="ann-signin", scale=1)
         signin_msg = gr.HTML(elem_id="ann-signin-msg")
     with gr.Column(visible=False) as work_box:
@@ -200,6 +214,7 @@ def build(ctx) -> None:
 
     screen = [st, item, left, right, shown, prog, status, reveal, rationale, reason, mine]
     queue = dict(concurrency_id="annotate", concurrency_limit=1)
+    guard = SignInGuard.from_config(ctx.cfg)  # one per app: shared by every session
 
     def refresh(user, state, message="", reveal_html=None, clear_inputs=True):
         out = show_next(ctx, user, state)
@@ -212,7 +227,7 @@ def build(ctx) -> None:
 
     def annotate_sign_in(n, t, request: gr.Request):
         try:
-            user = sign_in(ctx, users, n, t)
+            user = sign_in(ctx, users, n, t, guard, client_host(request))
         except SignInError as e:
             return {signin_msg: message_html(str(e), "error"), token: ""}
         ctx.set_user(request, user)
@@ -254,10 +269,10 @@ def build(ctx) -> None:
         return refresh(user, state, msg, reveal_html="")
 
     sign_outputs = screen + [ctx.session, signin_box, work_box, who, signin_msg, token]
-    signin_btn.click(annotate_sign_in, [name, token], sign_outputs, api_name="annotate_sign_in", **queue)
-    name.submit(annotate_sign_in, [name, token], sign_outputs, api_visibility="private", **queue)
-    token.submit(annotate_sign_in, [name, token], sign_outputs, api_visibility="private", **queue)
-    signout_btn.click(annotate_sign_out, None, sign_outputs, api_name="annotate_sign_out", **queue)
+    signin_btn.click(annotate_sign_in, [name, token], sign_outputs, api_name="annotate_sign_in", **SIGNIN_QUEUE)
+    name.submit(annotate_sign_in, [name, token], sign_outputs, api_visibility="private", **SIGNIN_QUEUE)
+    token.submit(annotate_sign_in, [name, token], sign_outputs, api_visibility="private", **SIGNIN_QUEUE)
+    signout_btn.click(annotate_sign_out, None, sign_outputs, api_name="annotate_sign_out", **SIGNIN_QUEUE)
     vote_inputs = [shown, rationale, reason, ctx.session, st]
     for outcome, btn in buttons.items():
         btn.click(make_vote(outcome), vote_inputs, screen, api_name=f"annotate_{outcome}", **queue)

@@ -22,6 +22,10 @@ from racq.store.pool import EFFECTIVE, _query
 
 VOTE_OUTCOMES = ("left", "right", "tie", "both_bad", "skip")
 PREFERENCE_OUTCOMES = ("left", "right")
+# Every free-text field of a vote is bounded, so one request cannot grow the file by megabytes.
+MAX_CLIENT_ID_CHARS = 128  # the app sends a 32-hex uuid, or one with a short prefix/suffix
+MAX_RATIONALE_CHARS = 2000
+MAX_SKIP_REASON_CHARS = 200
 
 # One vote row as the rest of racq sees it (rating.py, exports): ids, names and stages resolved.
 _ROW = """SELECT v.id, v.client_id, a.name AS annotator, v.item_id, i.query_id, v.left_candidate_id,
@@ -36,8 +40,7 @@ def record_vote(db: Store, client_id: str, annotator: str, item_id: int, left_id
                 elapsed_ms: int | None = None) -> int:
     """Append one vote and return its id. Submitting the same client_id again returns the first vote's
     id and writes nothing (a double click records once); reusing it for a different vote raises."""
-    if not client_id or not str(client_id).strip():
-        raise StoreError("client_id is required (a fresh uuid per submission)")
+    _check_fields(client_id, skip_reason=skip_reason, rationale=rationale)
     if outcome not in VOTE_OUTCOMES:
         raise StoreError(f"outcome must be one of {VOTE_OUTCOMES}, got {outcome!r} (use undo_last to undo)")
     with db.write() as conn:
@@ -68,6 +71,21 @@ def record_vote(db: Store, client_id: str, annotator: str, item_id: int, left_id
              None if elapsed_ms is None else int(elapsed_ms)]).lastrowid
 
 
+def _check_fields(client_id, *, skip_reason=None, rationale=None, required: bool = True) -> None:
+    """Refuse (StoreError, before any write) a missing or over-long client_id and over-long texts."""
+    if client_id is None or not str(client_id).strip():
+        if required:
+            raise StoreError("client_id is required (a fresh uuid per submission)")
+    elif not isinstance(client_id, str) or len(client_id) > MAX_CLIENT_ID_CHARS:
+        raise StoreError(f"client_id must be text of at most {MAX_CLIENT_ID_CHARS} characters, got "
+                         f"{len(client_id) if isinstance(client_id, str) else type(client_id).__name__}")
+    for field, value, limit in (("skip_reason", skip_reason, MAX_SKIP_REASON_CHARS),
+                                ("rationale", rationale, MAX_RATIONALE_CHARS)):
+        if value is not None and (not isinstance(value, str) or len(value) > limit):
+            got = f"{len(value)} characters" if isinstance(value, str) else type(value).__name__
+            raise StoreError(f"{field} must be text of at most {limit} characters, got {got}; nothing saved")
+
+
 def undo_last(db: Store, annotator: str, client_id: str | None = None,
               keep_skip_reasons: Iterable[str] = ()) -> dict | None:
     """Cancel `annotator`'s most recent effective vote by appending an 'undo' row.
@@ -76,6 +94,7 @@ def undo_last(db: Store, annotator: str, client_id: str | None = None,
     or None when there is nothing left to undo. Pass a client_id to make a double click undo once.
     Skips whose reason is in keep_skip_reasons are passed over, never undone (the app's withdrawals).
     """
+    _check_fields(client_id, required=False)
     keep = [str(r) for r in keep_skip_reasons]
     client_id = client_id or uuid.uuid4().hex
     with db.write() as conn:

@@ -17,18 +17,22 @@ the first one is pending. All vote/undo events share one queue slot, so one sess
 applied in order; sign-in and sign-out have their own slots ("signin"), so a flood of slow (PBKDF2)
 sign-ins never holds up anyone's votes.
 
-Sign-in: names and tokens are bounded and failed sign-ins are throttled per name and per client address
-(racq.ui.users, racq.ui.throttle).
+Bounds: every value the browser sends is checked before anything is stored (check_vote_inputs, and
+again in racq.store): the showing id must look like one the server issued, the rationale is at most
+MAX_RATIONALE_CHARS, a skip reason must be one of SKIP_REASONS; names and tokens are bounded in
+racq.ui.users. Failed sign-ins are throttled per name and per client address (racq.ui.throttle).
 """
 
 # No `from __future__ import annotations` here: Gradio reads the handlers' `request: gr.Request` hints
 # at runtime (typing.get_type_hints), and `gr` is imported inside build().
+import re
 import time
 import uuid
 
 from racq.config import REPO_ROOT
 from racq.store import (StoreError, add_annotator, get_annotator, next_item, progress, record_vote,
                         stage_of_candidate, undo_last, votes_for_annotator)
+from racq.store.votes import MAX_RATIONALE_CHARS
 from racq.ui.render import esc, message_html, passages_html, table_html
 from racq.ui.throttle import SignInGuard
 from racq.ui.users import MAX_NAME_CHARS, MAX_TOKEN_CHARS, SignInError, check_sign_in, load_users
@@ -44,6 +48,7 @@ WITHDRAWN = "withdrawn: undone after its stages were shown"
 SKIP_REASONS = ["passages do not help", "I do not understand the query", "questions say the same thing",
                 "cannot judge / other"]
 KEEP_SHOWINGS = 50  # per session: enough to recognise late double clicks, small enough to forget
+SHOWING_ID = re.compile(r"[0-9a-f]{32}")  # what show_next issues (uuid4().hex)
 SIGNIN_QUEUE = dict(concurrency_id="signin", concurrency_limit=2)  # apart from the votes' slot
 
 
@@ -100,8 +105,26 @@ def show_next(ctx, user: dict, st: dict) -> dict:
     return out
 
 
+def check_vote_inputs(token, rationale=None, reason=None, refused: str = "not saved") -> str | None:
+    """What is wrong with the values the browser sent with a vote or an undo, as a message for the
+    screen (starting with `refused`); None when they are fine. Runs first, so a bad value stores nothing.
+    An empty token is fine here: it means nothing is on screen, which vote/undo answer themselves."""
+    if token and not (isinstance(token, str) and SHOWING_ID.fullmatch(token)):
+        return f"{refused}: this page sent an item id the server never issued; reload the page"
+    if rationale is not None and not isinstance(rationale, str):
+        return f"{refused}: the note must be text"
+    if len((rationale or "").strip()) > MAX_RATIONALE_CHARS:
+        return (f"{refused}: your note is {len(rationale.strip()):,} characters; at most "
+                f"{MAX_RATIONALE_CHARS:,} are kept (shorten it and vote again)")
+    if reason not in (None, "", *SKIP_REASONS):
+        return f"{refused}: pick one of the offered skip reasons"
+    return None
+
+
 def vote(ctx, user: dict, st: dict, token: str, outcome: str, rationale: str = "", reason: str | None = None):
     """Record one vote for the showing `token`. Returns (recorded: bool, message, reveal html)."""
+    if bad := check_vote_inputs(token, rationale, reason):
+        return False, bad, None
     show = st["shown"].get(token or "")
     if token in st["used"]:
         return False, "already recorded (double click ignored)", None
@@ -129,6 +152,8 @@ def undo(ctx, user: dict, st: dict, token: str):
     With reveal_after_vote the annotator has seen which stage wrote which question, so a second vote
     would no longer be blind: the undone item is withdrawn from them (a 'skip' row with reason
     WITHDRAWN, which undo never takes back) and goes to other annotators instead of coming back."""
+    if bad := check_vote_inputs(token, refused="not undone"):
+        return False, bad
     if token:  # one undo per showing: a double click sends the same token twice
         key = f"undo-{token}"
         if key in st["used"]:
@@ -205,7 +230,7 @@ def build(ctx) -> None:
             skip_btn = gr.Button("Skip [S]", elem_id="vote-skip", scale=1)
             undo_btn = gr.Button("Undo [U]", elem_id="vote-undo", scale=1)
         rationale = gr.Textbox(label="Why? (optional, saved with your next vote)", elem_id="ann-rationale",
-                               max_lines=3)
+                               max_lines=3, max_length=MAX_RATIONALE_CHARS)
         shown = gr.Textbox(visible=False, elem_id="ann-shown")  # opaque id of the showing; no stage in it
         status = gr.HTML(elem_id="ann-status")
         reveal = gr.HTML(elem_id="ann-reveal")
@@ -252,7 +277,8 @@ def build(ctx) -> None:
             except StoreError as e:
                 return {status: message_html(f"not saved: {e}", "error")}
             if not ok:
-                return {status: message_html(msg, "error" if "reason" in msg else "pending")}
+                bad = "reason" in msg or msg.startswith("not saved")
+                return {status: message_html(msg, "error" if bad else "pending")}
             return refresh(user, state, msg, rev)
         handler.__name__ = f"annotate_{outcome}"
         return handler

@@ -22,7 +22,8 @@ from apphelpers import (REPO, STAGE_WORDS, AppServer, CallFailed, Rest, adapter_
                         synthetic_pool, write_config, write_users)
 
 TOKENS = {"ana": ("admin", "ana-secret-token"), "bob": ("annotator", "bob-secret-token"),
-          "cat": ("annotator", "cat-secret-token"), "dan": ("annotator", "dan-secret-token")}
+          "cat": ("annotator", "cat-secret-token"), "dan": ("annotator", "dan-secret-token"),
+          "eve": ("annotator", "eve-secret-token")}  # eve: only the throttle test uses her
 HASHES = [adapter_hash(s) for s in ("base", "sft", "aligned")]
 
 
@@ -75,6 +76,8 @@ def test_wrong_token_is_refused_and_the_right_one_accepted(served):
         _, out = sign_in(rest, name, token)
         assert "unknown name or wrong token" in text_of(out), (name, token)
         assert shown_token(out) is None  # no item, no work screen
+    _, out = sign_in(rest, "zed", "x" * 257)  # refused before any hashing, with a reason
+    assert "tokens are at most 256" in text_of(out) and shown_token(out) is None
     assert rows(db, "SELECT name FROM annotators WHERE name IN ('zed', 'bob')") == []  # refused: no row
     session, out = sign_in(rest, "bob")
     assert "Signed in as <b>bob</b>" in text_of(out) and shown_token(out)
@@ -86,6 +89,20 @@ def test_wrong_token_is_refused_and_the_right_one_accepted(served):
     assert "sign in first" in text_of(out)
     rest.call("annotate_sign_out", [], session)
     assert "sign in first" in text_of(rest.call("annotate_left", ["0" * 32, "", None], session))
+
+
+def test_repeated_wrong_tokens_lock_that_name_out_for_a_while(served):
+    """5 failures for a name (the default limit) and even its right token is refused, with a message
+    that says why and for how long; other names still sign in. (Unit tests: tests/test_signin.py.)"""
+    rest, db = served["rest"], served["db"]
+    for _ in range(5):
+        _, out = sign_in(rest, "eve", "not-eves-token")
+        assert "unknown name or wrong token" in text_of(out)
+    _, out = sign_in(rest, "eve")
+    assert "too many failed sign-ins for this name: try again in 15 min" in text_of(out)
+    assert shown_token(out) is None and rows(db, "SELECT * FROM annotators WHERE name = 'eve'") == []
+    _, out = sign_in(rest, "bob")
+    assert "Signed in as <b>bob</b>" in text_of(out) and shown_token(out)
 
 
 def test_a_client_cannot_forge_the_signed_in_user(served):

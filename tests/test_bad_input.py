@@ -1,6 +1,7 @@
 """Bad input, table-driven: odd queries through clean_query, Asker.ask (tiny model + small real index) and
 the Explore handler; odd annotator names and rationales through the app's API (stored verbatim, rendered
-escaped); malformed data files the data tests do not cover. Each gets a clear message and loses nothing.
+escaped); vote inputs past their bounds (store, handler, API: refused, nothing stored); malformed data
+files the data tests do not cover. Each gets a clear message and loses nothing.
 
     .venv/bin/pytest -q tests/test_bad_input.py
 """
@@ -130,7 +131,7 @@ NAMES = [  # (name typed, accepted?, message when refused)
     ("bad\ud800name", False, "not a valid Unicode character"),
 ]
 RATIONALES = ["plain reason", "<script>alert('r')</script>", "'; DROP TABLE votes; --", "**md** _x_ [l](http://x)",
-              "سبب واضح", "סיבה", "🦊👍", "ctl\x00\x1bchars", "r" * 20000, "  ${1+1} {{x}}  "]
+              "سبب واضح", "סיבה", "🦊👍", "ctl\x00\x1bchars", "r" * 2000, "  ${1+1} {{x}}  "]  # 2,000: the most kept
 
 
 @pytest.fixture
@@ -139,7 +140,8 @@ def api(tmp_path, asker):
     from racq.ui import AppConfig, build_app
 
     db = tmp_path / "racq.db"
-    synthetic_pool(open_db(db), 6)
+    # 12 queries: with the reveal on an annotator gets one pair per query, and one rater votes 10 times
+    synthetic_pool(open_db(db), 12)
     demo = build_app(AppConfig(db=str(db), max_new_tokens=4, score=False, preload=False), asker=asker)
     with serve(demo) as url:
         rest = Rest(url)
@@ -179,6 +181,18 @@ def test_names_and_rationales_are_stored_verbatim_and_rendered_escaped(api):
     assert "not saved" in refused and "not a valid Unicode character" in refused
     out = rest.call("annotate_left", [token, "fine", None], session)
     assert "recorded" in json.dumps(out)
+    # Past the bounds (a long note, a showing id the server never issued): refused, nothing written.
+    token = shown_token(out)
+    for data, message in [([token, "r" * 2001, None], "your note is 2,001 characters; at most 2,000"),
+                          ([token, "r" * 20000, None], "your note is 20,000 characters"),
+                          (["x" * 10000, "", None], "an item id the server never issued"),
+                          ([token.upper(), "", None], "never issued"), ([token + "0", "", None], "never issued"),
+                          (["'; DROP TABLE votes; --", "", None], "never issued")]:
+        page = json.dumps(rest.call("annotate_left", data, session))
+        assert "not saved" in page and message in page, (data[0][:40], page[:300])
+    for bad in ("x" * 10000, token[:31], "undo-" + token):
+        page = json.dumps(rest.call("annotate_undo", [bad], session))
+        assert "not undone" in page and "never issued" in page, page[:300]
     # A skip reason or a k that the screen never offers is refused by Gradio before our code runs.
     for api_name, data in [("annotate_skip", [shown_token(out), "", "'; DROP TABLE votes; --"]),
                            ("explore_ask", ["who", "abc"]), ("explore_ask", ["who", None]),
@@ -196,6 +210,61 @@ def test_names_and_rationales_are_stored_verbatim_and_rendered_escaped(api):
         assert after[table] == before[table], table
     assert after["votes"] == len(RATIONALES) + 1
     assert rows(db, "PRAGMA integrity_check") == [{"integrity_check": "ok"}]
+
+
+# ------------------------------------------------------------------ vote inputs past their bounds
+def test_the_store_refuses_over_long_vote_fields_and_writes_nothing(tmp_path):
+    from racq.store import StoreError, add_annotator, next_item, open_db, record_vote, undo_last
+    from racq.store.votes import MAX_CLIENT_ID_CHARS, MAX_RATIONALE_CHARS, MAX_SKIP_REASON_CHARS
+
+    db = open_db(tmp_path / "racq.db")
+    synthetic_pool(db, 2)
+    add_annotator(db, "ana")
+    show = next_item(db, "ana")
+    pair = (show.item_id, show.left_id, show.right_id)
+    for client_id, kw, message in [
+            ("c" * (MAX_CLIENT_ID_CHARS + 1), {}, "client_id must be text of at most 128 characters, got 129"),
+            (12345, {}, "client_id must be text"),
+            ("c1", {"rationale": "r" * (MAX_RATIONALE_CHARS + 1)}, "rationale must be text of at most 2000"),
+            ("c2", {"skip_reason": "s" * (MAX_SKIP_REASON_CHARS + 1)}, "skip_reason must be text of at most 200"),
+            ("c3", {"rationale": 42}, "rationale must be text")]:
+        with pytest.raises(StoreError, match=message):
+            record_vote(db, client_id, "ana", *pair, "skip" if "skip_reason" in kw else "left", **kw)
+    assert rows(db.path, "SELECT * FROM votes") == []
+    # exactly at the bounds: stored verbatim
+    record_vote(db, "c" * 128, "ana", *pair, "skip", skip_reason="s" * 200, rationale="r" * 2000)
+    assert rows(db.path, "SELECT client_id, skip_reason, rationale FROM votes") == [
+        {"client_id": "c" * 128, "skip_reason": "s" * 200, "rationale": "r" * 2000}]
+    with pytest.raises(StoreError, match="client_id must be text of at most 128"):
+        undo_last(db, "ana", client_id="u" * 129)
+    assert len(rows(db.path, "SELECT * FROM votes")) == 1  # no undo row
+    assert undo_last(db, "ana", client_id="u" * 128)["client_id"] == "c" * 128
+
+
+def test_vote_and_undo_handlers_refuse_out_of_bounds_input_and_store_nothing(tmp_path):
+    from racq.store import all_votes
+    from racq.ui import AppConfig, annotate, make_context
+
+    ctx = make_context(AppConfig(db=str(tmp_path / "racq.db"), adapters_dir=str(tmp_path)))
+    synthetic_pool(ctx.db, 2)
+    st, user = annotate.new_state(), annotate.sign_in(ctx, None, "ana", "")
+    token = annotate.show_next(ctx, user, st)["shown"]
+    for kw, message in [({"token": "x" * 33}, "never issued"), ({"token": token.upper()}, "never issued"),
+                        ({"token": 123}, "never issued"), ({"rationale": "r" * 2001}, "2,001 characters"),
+                        ({"rationale": 42}, "the note must be text"),
+                        ({"outcome": "skip", "reason": "'; DROP TABLE votes; --"}, "offered skip reasons"),
+                        ({"outcome": "skip", "reason": annotate.WITHDRAWN}, "offered skip reasons"),
+                        ({"reason": "r" * 300}, "offered skip reasons")]:
+        a = {"token": token, "outcome": "left", "rationale": "", "reason": None} | kw
+        ok, msg, reveal = annotate.vote(ctx, user, st, a["token"], a["outcome"], a["rationale"], a["reason"])
+        assert not ok and msg.startswith("not saved: ") and message in msg and reveal is None, (kw, msg)
+    for bad in ("x" * 10000, token[:31], 5):
+        ok, msg, _ = annotate.undo(ctx, user, st, bad)
+        assert not ok and msg.startswith("not undone: ") and "never issued" in msg
+    assert all_votes(ctx.db) == []
+    ok, _, _ = annotate.vote(ctx, user, st, token, "skip", "r" * 2000, annotate.SKIP_REASONS[0])
+    assert ok and [(v["rationale"], v["skip_reason"]) for v in all_votes(ctx.db)] == [
+        ("r" * 2000, annotate.SKIP_REASONS[0])]
 
 
 # ------------------------------------------------------------------ data files (what test_data.py lacks)

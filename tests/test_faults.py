@@ -95,17 +95,20 @@ def test_a_vote_on_a_full_disk_gets_a_clear_error_and_writes_nothing(tmp_path):
     ctx = demo.racq_context
     with serve(demo) as url:
         rest, session = Rest(url), uuid.uuid4().hex
-        token = shown_token(rest.call("annotate_sign_in", ["ana", ""], session))
+        first = shown_token(rest.call("annotate_sign_in", ["ana", ""], session))
+        note = "because " * 250  # 2,000 characters, the most a vote keeps
+        token = shown_token(rest.call("annotate_right", [first, note, None], session))  # votes page half full
         pages = rows(db, "PRAGMA page_count")[0]["page_count"]
         ctx.db = open_db(db, pragmas={"max_page_count": pages})  # the file may not grow by one page
-        out = json.dumps(rest.call("annotate_left", [token, "because " * 20_000, None], session))
+        out = json.dumps(rest.call("annotate_left", [token, note, None], session))  # needs a new page
         assert "not saved" in out and "full" in out and "nothing from this operation was saved" in out
         assert "free space and retry" in out
-        assert rows(db, "SELECT * FROM votes") == [] and integrity(db) == "ok"
+        assert [v["client_id"] for v in rows(db, "SELECT * FROM votes")] == [first] and integrity(db) == "ok"
         ctx.db = open_db(db)  # space is back: the same showing (still on screen) records normally
         out = json.dumps(rest.call("annotate_left", [token, "because", None], session))
         assert "recorded: left is better" in out
-        assert [(v["client_id"], v["rationale"]) for v in rows(db, "SELECT * FROM votes")] == [(token, "because")]
+        assert [(v["client_id"], v["rationale"]) for v in rows(db, "SELECT * FROM votes")] == [
+            (first, note.strip()), (token, "because")]
         rest.close()
 
 

@@ -1,8 +1,9 @@
 """CI-sized load run: bench/bench_votes.py --short as a subprocess (32 annotators voting through the real
-app for ~8 s, then the bare store from 32 threads). Asserts that no acknowledged vote is lost or stored
-twice and that the file is intact; the timings are the bench's to print, not this test's to judge.
+app for ~8 s, without and with a users file, and with a wrong-token sign-in flood; then the bare store
+from 32 threads). Asserts that no acknowledged vote is lost or stored twice, that every sign-in went
+through, and that the file is intact; the timings are the bench's to print, not this test's to judge.
 
-    .venv/bin/pytest -q tests/test_load_short.py        # ~1 min
+    .venv/bin/pytest -q tests/test_load_short.py        # ~2 min
 """
 
 from __future__ import annotations
@@ -24,8 +25,11 @@ def test_32_annotators_lose_and_duplicate_no_vote(tmp_path, tiny_lm):
     assert proc.returncode == 0, report
     result = json.loads(out.read_text())
     assert result["annotators"] == 32
-    for path in ("app", "store"):
+    for path in ("app", "app_tokens", "app_flood", "store"):
         r = result[path]
         assert r["votes"] > 0, (path, report)
         assert (r["lost"], r["duplicated"], r["unacknowledged"], r["errors"]) == (0, 0, 0, 0), (path, r)
         assert r["integrity"] == "ok"
+        if path != "store":
+            assert r["signin"]["n"] == 32, (path, r["signin"])
+    assert result["app_flood"]["flood_signin"]["n"] > 0

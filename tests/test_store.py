@@ -288,17 +288,19 @@ def capped(db):
 
 def test_disk_full_mid_vote_raises_store_error_and_writes_nothing(db):
     build_pool(db, 2)
-    full = capped(db)
+    note = "because " * 250  # 2,000 characters, the most a vote keeps
+    other = next_item(db, "ben", rng=random.Random(0))
+    record_vote(db, "c-ben", "ben", other.item_id, other.left_id, other.right_id, "left", rationale=note)
+    full = capped(db)  # the votes page is half full: a second such row needs a page the cap forbids
     show = next_item(full, "ana", rng=random.Random(0))
     with pytest.raises(StoreError, match="full.*nothing from this operation was saved"):
-        record_vote(full, "c-full", "ana", show.item_id, show.left_id, show.right_id, "left",
-                    rationale="because " * 50_000)
-    assert all_votes(db) == []
+        record_vote(full, "c-full", "ana", show.item_id, show.left_id, show.right_id, "left", rationale=note)
+    assert [v["client_id"] for v in all_votes(db)] == ["c-ben"]
     with db.read() as c:
         assert c.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     # Once there is room, the same submission goes through (the failed one left no client_id behind).
     record_vote(db, "c-full", "ana", show.item_id, show.left_id, show.right_id, "left", rationale="because")
-    assert len(all_votes(db)) == 1
+    assert len(all_votes(db)) == 2
 
 
 def test_disk_full_mid_query_leaves_no_partial_rows(db):

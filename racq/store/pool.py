@@ -61,7 +61,8 @@ def add_annotator(db: Store, name: str, role: str = "annotator") -> dict:
     """Create an annotator (or return the existing one with that name and role)."""
     name = (name or "").strip()
     if not name or len(name) > 64:
-        raise StoreError(f"annotator name must be 1-64 characters, got {name!r}")
+        # the length, not the name: a 20,000-character name would make an unreadable message
+        raise StoreError(f"annotator name must be 1-64 characters, got {len(name)}")
     if role not in ROLES:
         raise StoreError(f"role must be one of {ROLES}, got {role!r}")
     with db.write() as conn:

@@ -27,6 +27,10 @@ PREFERENCE_OUTCOMES = ("left", "right")
 # The skip reason of an item withdrawn from an annotator after they undid a vote whose stages they had
 # seen: a second vote would not be blind. undo_last never takes a withdrawal back.
 WITHDRAWN = "withdrawn: undone after its stages were shown"
+# Every free-text field of a vote is bounded, so one request cannot grow the file by megabytes.
+MAX_CLIENT_ID_CHARS = 128  # the app sends a 32-hex uuid, or one with a short prefix/suffix
+MAX_RATIONALE_CHARS = 2000
+MAX_SKIP_REASON_CHARS = 200
 
 # One vote row as the rest of racq sees it (rating.py, exports): ids, names and stages resolved.
 _ROW = """SELECT v.id, v.client_id, a.name AS annotator, v.item_id, i.query_id, v.left_candidate_id,
@@ -45,8 +49,7 @@ def record_vote(db: Store, client_id: str, annotator: str, item_id: int, left_id
     reveal=True: the caller is about to show the annotator which stage wrote each of the two questions;
     both candidates are recorded as revealed to them in the same transaction, and the sampler never
     serves them an item holding either candidate again (racq.store.pool.next_item)."""
-    if not client_id or not str(client_id).strip():
-        raise StoreError("client_id is required (a fresh uuid per submission)")
+    _check_fields(client_id, skip_reason=skip_reason, rationale=rationale)
     if outcome not in VOTE_OUTCOMES:
         raise StoreError(f"outcome must be one of {VOTE_OUTCOMES}, got {outcome!r} (use undo_last to undo)")
     with db.write() as conn:
@@ -81,6 +84,21 @@ def record_vote(db: Store, client_id: str, annotator: str, item_id: int, left_id
         return vid
 
 
+def _check_fields(client_id, *, skip_reason=None, rationale=None, required: bool = True) -> None:
+    """Refuse (StoreError, before any write) a missing or over-long client_id and over-long texts."""
+    if client_id is None or not str(client_id).strip():
+        if required:
+            raise StoreError("client_id is required (a fresh uuid per submission)")
+    elif not isinstance(client_id, str) or len(client_id) > MAX_CLIENT_ID_CHARS:
+        raise StoreError(f"client_id must be text of at most {MAX_CLIENT_ID_CHARS} characters, got "
+                         f"{len(client_id) if isinstance(client_id, str) else type(client_id).__name__}")
+    for field, value, limit in (("skip_reason", skip_reason, MAX_SKIP_REASON_CHARS),
+                                ("rationale", rationale, MAX_RATIONALE_CHARS)):
+        if value is not None and (not isinstance(value, str) or len(value) > limit):
+            got = f"{len(value)} characters" if isinstance(value, str) else type(value).__name__
+            raise StoreError(f"{field} must be text of at most {limit} characters, got {got}; nothing saved")
+
+
 def undo_last(db: Store, annotator: str, client_id: str | None = None,
               keep_skip_reasons: Iterable[str] = ()) -> dict | None:
     """Cancel `annotator`'s most recent effective vote by appending an 'undo' row.
@@ -93,6 +111,7 @@ def undo_last(db: Store, annotator: str, client_id: str | None = None,
     Pass a client_id to make a double click undo once. Skips whose reason is in keep_skip_reasons are
     passed over too.
     """
+    _check_fields(client_id, required=False)
     keep = [WITHDRAWN, *(str(r) for r in keep_skip_reasons)]
     client_id = client_id or uuid.uuid4().hex
     with db.write() as conn:

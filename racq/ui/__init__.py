@@ -61,6 +61,14 @@ class AppConfig:
     preload: bool = helpfield(True, "Load the model in the background at launch (first query is fast).")
     users_file: str = helpfield("", "YAML file of annotators with salted-hashed tokens (see racq.ui.users); "
                                     "empty = anyone signs in with a name.")
+    signin_max_failures_per_name: int = helpfield(5, "Failed sign-ins for one name (wrong token or unknown "
+                                                     "name) before that name is refused for a while; 0 = no limit.")
+    signin_max_failures_per_client: int = helpfield(20, "Failed sign-ins from one client address before it is "
+                                                        "refused for a while; 0 = no limit (behind a reverse "
+                                                        "proxy every client has the proxy's address).")
+    signin_throttle_minutes: float = helpfield(15.0, "Window the sign-in failure limits count over: a throttled "
+                                                     "name or address may try again once its oldest counted "
+                                                     "failure is this old.")
     overlap: float = helpfield(0.2, "Share of items that get a second annotator (agreement).")
     reveal_after_vote: bool = helpfield(True, "After a vote, show which stages the two questions came from.")
     publish_ranking: bool = helpfield(False, "With a users file: show annotators the stage ranking (rank and "

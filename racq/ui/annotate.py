@@ -15,20 +15,29 @@ that reveal: the sampler never shows this annotator either of those two question
 Double submits: each showing gets a fresh uuid, which is the vote's client_id. The browser sends it
 back with the vote; a second click carrying the same id records nothing (the store is idempotent on
 client_id, and this session remembers the ids it has already used). Gradio also drops clicks while
-the first one is pending. All annotate events share one queue slot, so one session's votes are
-applied in order.
+the first one is pending. All vote/undo events share one queue slot, so one session's votes are
+applied in order; sign-in and sign-out have their own slots ("signin"), so a flood of slow (PBKDF2)
+sign-ins never holds up anyone's votes.
+
+Bounds: every value the browser sends is checked before anything is stored (check_vote_inputs, and
+again in racq.store): the showing id must look like one the server issued, the rationale is at most
+MAX_RATIONALE_CHARS, a skip reason must be one of SKIP_REASONS; names and tokens are bounded in
+racq.ui.users. Failed sign-ins are throttled per name and per client address (racq.ui.throttle).
 """
 
 # No `from __future__ import annotations` here: Gradio reads the handlers' `request: gr.Request` hints
 # at runtime (typing.get_type_hints), and `gr` is imported inside build().
+import re
 import time
 import uuid
 
 from racq.config import REPO_ROOT
 from racq.store import (WITHDRAWN, StoreError, add_annotator, get_annotator, next_item, progress,
                         record_vote, stage_of_candidate, undo_last, votes_for_annotator)
+from racq.store.votes import MAX_RATIONALE_CHARS
 from racq.ui.render import esc, message_html, passages_html, table_html
-from racq.ui.users import SignInError, check_sign_in, load_users
+from racq.ui.throttle import SignInGuard
+from racq.ui.users import MAX_NAME_CHARS, MAX_TOKEN_CHARS, SignInError, check_sign_in, load_users
 
 GUIDELINES = REPO_ROOT / "annotations" / "guidelines.md"
 # outcome, button label, key, elem_id (racq.ui.theme.KEYS maps the keys to the same ids)
@@ -39,6 +48,8 @@ LABELS = {"left": "left is better", "right": "right is better", "tie": "both goo
 SKIP_REASONS = ["passages do not help", "I do not understand the query", "questions say the same thing",
                 "cannot judge / other"]
 KEEP_SHOWINGS = 50  # per session: enough to recognise late double clicks, small enough to forget
+SHOWING_ID = re.compile(r"[0-9a-f]{32}")  # what show_next issues (uuid4().hex)
+SIGNIN_QUEUE = dict(concurrency_id="signin", concurrency_limit=2)  # apart from the votes' slot
 
 
 def guidelines_text() -> str:
@@ -57,9 +68,11 @@ def new_state() -> dict:
 
 
 # ---------------------------------------------------------------- pure-ish handlers (return dicts of values)
-def sign_in(ctx, users, name: str, token: str) -> dict:
-    """{"name", "role"} or raise SignInError; creates the annotator row on first sign-in."""
-    role = check_sign_in(users, name, token)
+def sign_in(ctx, users, name: str, token: str, guard: SignInGuard | None = None,
+            client: str | None = None) -> dict:
+    """{"name", "role"} or raise SignInError; creates the annotator row on first sign-in. guard/client:
+    the app's sign-in throttles and the caller's address (see racq.ui.users.check_sign_in)."""
+    role = check_sign_in(users, name, token, guard, client)
     name = name.strip()
     try:
         row = get_annotator(ctx.db, name)
@@ -92,8 +105,26 @@ def show_next(ctx, user: dict, st: dict) -> dict:
     return out
 
 
+def check_vote_inputs(token, rationale=None, reason=None, refused: str = "not saved") -> str | None:
+    """What is wrong with the values the browser sent with a vote or an undo, as a message for the
+    screen (starting with `refused`); None when they are fine. Runs first, so a bad value stores nothing.
+    An empty token is fine here: it means nothing is on screen, which vote/undo answer themselves."""
+    if token and not (isinstance(token, str) and SHOWING_ID.fullmatch(token)):
+        return f"{refused}: this page sent an item id the server never issued; reload the page"
+    if rationale is not None and not isinstance(rationale, str):
+        return f"{refused}: the note must be text"
+    if len((rationale or "").strip()) > MAX_RATIONALE_CHARS:
+        return (f"{refused}: your note is {len(rationale.strip()):,} characters; at most "
+                f"{MAX_RATIONALE_CHARS:,} are kept (shorten it and vote again)")
+    if reason not in (None, "", *SKIP_REASONS):
+        return f"{refused}: pick one of the offered skip reasons"
+    return None
+
+
 def vote(ctx, user: dict, st: dict, token: str, outcome: str, rationale: str = "", reason: str | None = None):
     """Record one vote for the showing `token`. Returns (recorded: bool, message, reveal html)."""
+    if bad := check_vote_inputs(token, rationale, reason):
+        return False, bad, None
     show = st["shown"].get(token or "")
     if token in st["used"]:
         return False, "already recorded (double click ignored)", None
@@ -122,6 +153,8 @@ def undo(ctx, user: dict, st: dict, token: str):
     Once the annotator has seen which stage wrote which question, a second vote would no longer be
     blind: the store withdraws the undone item from them in the same transaction (a 'skip' row with
     reason WITHDRAWN, which undo never takes back) and it goes to other annotators instead."""
+    if bad := check_vote_inputs(token, refused="not undone"):
+        return False, bad, False
     if token:  # one undo per showing: a double click sends the same token twice
         key = f"undo-{token}"
         if key in st["used"]:
@@ -137,6 +170,11 @@ def undo(ctx, user: dict, st: dict, token: str):
         return True, (f"undid your vote ({what}). You saw its stages, so that item goes to another "
                       f"annotator rather than back to you"), False
     return True, f"undid your vote ({what}): that item is back", True
+
+
+def client_host(request) -> str | None:
+    """The caller's address as the server sees it (None in-process, where there is no client)."""
+    return getattr(getattr(request, "client", None), "host", None) or None
 
 
 def progress_html(ctx, user: dict) -> str:
@@ -167,9 +205,10 @@ def build(ctx) -> None:
     with gr.Column(visible=True) as signin_box:
         gr.Markdown("Sign in to compare clarifying questions. You only ever see your own votes.")
         with gr.Row():
-            name = gr.Textbox(label="Your name", elem_id="ann-name", max_lines=1, scale=3)
+            name = gr.Textbox(label="Your name", elem_id="ann-name", max_lines=1, scale=3,
+                              max_length=MAX_NAME_CHARS)  # max_length binds the browser only; the server checks
             token = gr.Textbox(label="Token", type="password", elem_id="ann-token", max_lines=1,
-                               visible=users is not None, scale=3)
+                               visible=users is not None, scale=3, max_length=MAX_TOKEN_CHARS)
             signin_btn = gr.Button("Sign in", variant="primary", elem_id="ann-signin", scale=1)
         signin_msg = gr.HTML(elem_id="ann-signin-msg")
     with gr.Column(visible=False) as work_box:
@@ -190,7 +229,7 @@ def build(ctx) -> None:
             skip_btn = gr.Button("Skip [S]", elem_id="vote-skip", scale=1)
             undo_btn = gr.Button("Undo [U]", elem_id="vote-undo", scale=1)
         rationale = gr.Textbox(label="Why? (optional, saved with your next vote)", elem_id="ann-rationale",
-                               max_lines=3)
+                               max_lines=3, max_length=MAX_RATIONALE_CHARS)
         shown = gr.Textbox(visible=False, elem_id="ann-shown")  # opaque id of the showing; no stage in it
         status = gr.HTML(elem_id="ann-status")
         reveal = gr.HTML(elem_id="ann-reveal")
@@ -199,6 +238,7 @@ def build(ctx) -> None:
 
     screen = [st, item, left, right, shown, prog, status, reveal, rationale, reason, mine]
     queue = dict(concurrency_id="annotate", concurrency_limit=1)
+    guard = SignInGuard.from_config(ctx.cfg)  # one per app: shared by every session
 
     def refresh(user, state, message="", reveal_html=None, clear_inputs=True):
         out = show_next(ctx, user, state)
@@ -211,7 +251,7 @@ def build(ctx) -> None:
 
     def annotate_sign_in(n, t, request: gr.Request):
         try:
-            user = sign_in(ctx, users, n, t)
+            user = sign_in(ctx, users, n, t, guard, client_host(request))
         except SignInError as e:
             return {signin_msg: message_html(str(e), "error"), token: ""}
         ctx.set_user(request, user)
@@ -236,7 +276,8 @@ def build(ctx) -> None:
             except StoreError as e:
                 return {status: message_html(f"not saved: {e}", "error")}
             if not ok:
-                return {status: message_html(msg, "error" if "reason" in msg else "pending")}
+                bad = "reason" in msg or msg.startswith("not saved")
+                return {status: message_html(msg, "error" if bad else "pending")}
             return refresh(user, state, msg, rev)
         handler.__name__ = f"annotate_{outcome}"
         return handler
@@ -257,10 +298,10 @@ def build(ctx) -> None:
         return {prog: progress_html(ctx, user), status: message_html(msg), reveal: "", mine: my_votes_html(ctx, user)}
 
     sign_outputs = screen + [ctx.session, signin_box, work_box, who, signin_msg, token]
-    signin_btn.click(annotate_sign_in, [name, token], sign_outputs, api_name="annotate_sign_in", **queue)
-    name.submit(annotate_sign_in, [name, token], sign_outputs, api_visibility="private", **queue)
-    token.submit(annotate_sign_in, [name, token], sign_outputs, api_visibility="private", **queue)
-    signout_btn.click(annotate_sign_out, None, sign_outputs, api_name="annotate_sign_out", **queue)
+    signin_btn.click(annotate_sign_in, [name, token], sign_outputs, api_name="annotate_sign_in", **SIGNIN_QUEUE)
+    name.submit(annotate_sign_in, [name, token], sign_outputs, api_visibility="private", **SIGNIN_QUEUE)
+    token.submit(annotate_sign_in, [name, token], sign_outputs, api_visibility="private", **SIGNIN_QUEUE)
+    signout_btn.click(annotate_sign_out, None, sign_outputs, api_name="annotate_sign_out", **SIGNIN_QUEUE)
     vote_inputs = [shown, rationale, reason, ctx.session, st]
     for outcome, btn in buttons.items():
         btn.click(make_vote(outcome), vote_inputs, screen, api_name=f"annotate_{outcome}", **queue)

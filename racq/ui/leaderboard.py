@@ -10,8 +10,9 @@ screen's `build(ctx)`:
         db_path: str | Path | None       # the annotation database (None = racq.config.DB_PATH)
         def asker(self) -> Asker: ...    # racq.service.Asker, loaded lazily on first call
         def stages(self) -> list[str]: ...          # stage names loaded now
-        # optional, used by feedback.py when present:
-        def reload_stages(self) -> list[str]: ...   # re-read models/adapters so new stages appear
+        # used by feedback.py (racq.ui.AppContext has them):
+        def load_stage(self, name) -> str: ...      # attach a freshly trained stage to the loaded model
+        jobs: racq.ui.jobs.Jobs                     # the app's server-side background job
         def is_admin(self, request) -> bool: ...    # or role(request) -> "admin" | "annotator"
 
 Everything shown is computed by racq.leaderboard from racq.rating; this module only lays it out.

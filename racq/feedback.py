@@ -20,26 +20,28 @@ when the tokenizer has a chat template) -> optionally mix in synthetic pairs fro
 so they make `synthetic_weight` of the training set -> record the round (status 'running') and link
 every vote it uses (lineage both ways: round_votes) -> train -> write the round id into the adapter
 manifest -> mark the round 'done' with its losses (or 'failed' with the error, re-raised).
-One round at a time per process; a second call while one runs is refused.
+One round at a time across processes (the app, the CLI, on any host sharing the database): a round
+holds the 'round' lease in the database (racq.store.leases) from its first check to its last write,
+renewed by a heartbeat; a second call anywhere is refused with who holds it and since when. Rounds
+left 'running' by a process that died are marked 'failed' (with why) before a new round starts.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import shutil
-import threading
 from collections import Counter
 from pathlib import Path
 from typing import Callable
 
 from racq.config import TrainConfig
-from racq.store import (Store, effective_votes, export_prefs, finish_round, link_round_votes, open_db,
-                        preference_pairs, record_round)
+from racq.store import (ROUND_LEASE, LeaseHeld, Store, effective_votes, export_prefs, fail_stale_rounds,
+                        finish_round, held_lease, link_round_votes, open_db, preference_pairs, record_round)
 
 EXCLUDED_OUTCOMES = ("tie", "both_bad", "skip")
 START, REFERENCE = "aligned", "sft"
-_RUNNING = threading.Lock()
 
 
 class FeedbackError(RuntimeError):
@@ -130,25 +132,22 @@ def train_round(cfg: TrainConfig, db_path: str | Path | Store | None = None, syn
     round, then the training events of progress_callback), or a ready TrainerCallback.
     Returns {round_id, stage, adapter, n_human_pairs, n_synthetic_pairs, synthetic_weight, votes, metrics}.
     """
-    if not _RUNNING.acquire(blocking=False):
-        raise FeedbackError("a training round is already running in this process; wait for it to finish")
-    try:
-        return _train_round(cfg, _store(db_path), synthetic_weight, progress, start, reference, min_pairs)
-    finally:
-        _RUNNING.release()
-
-
-def _train_round(cfg, db, synthetic_weight, progress, start, reference, min_pairs) -> dict:
-    from racq.models import check_model_dir, next_round_name
-    from racq.train.common import config_dict
-    from racq.train.dpo import train_dpo, write_pairs_jsonl
-
-    callback = progress if progress is not None and not callable(progress) else None
-    if callback is None and progress is not None:
-        callback = progress_callback(progress)
+    db = _store(db_path)
     say = (lambda msg: progress({"event": "message", "message": msg})) if callable(progress) else (lambda msg: None)
+    with contextlib.ExitStack() as stack:
+        try:
+            lease = stack.enter_context(held_lease(db, ROUND_LEASE))
+        except LeaseHeld as e:
+            raise FeedbackError(f"another training round is running: {e}; wait for it to finish") from None
+        for r in fail_stale_rounds(db):  # we hold the lease: any other 'running' round is an orphan
+            say(f"round {r['id']} ({r['stage']}) marked failed: {r['metrics']['error']}")
+        return _train_round(cfg, db, synthetic_weight, progress, say, start, reference, min_pairs, lease.holder)
 
-    # ---- everything that can be checked before a round is recorded
+
+def _check_inputs(cfg, db, synthetic_weight, start, reference, min_pairs) -> tuple[dict, object, list[dict]]:
+    """Everything that can be checked before a round is recorded: (usable_pairs, tokenizer, synthetic rows)."""
+    from racq.models import check_model_dir
+
     if not 0.0 <= synthetic_weight < 1.0:
         raise FeedbackError(f"synthetic_weight must be in [0, 1), got {synthetic_weight}")
     summary = usable_pairs(db)
@@ -166,11 +165,13 @@ def _train_round(cfg, db, synthetic_weight, progress, start, reference, min_pair
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(check_model_dir(cfg.base_model))
-    synthetic_all = _synthetic_rows(cfg) if synthetic_weight > 0 else []
+    return summary, tok, _synthetic_rows(cfg) if synthetic_weight > 0 else []
 
-    name = next_round_name(adapters)
-    folder = Path(cfg.run_dir) / "feedback" / name
-    say(f"exporting {summary['pairs']} human pairs")
+
+def _export(cfg, db, tok, folder: Path, synthetic_all, synthetic_weight) -> tuple[list[Path], int, list, list[int]]:
+    """The training files: human pairs (+ the synthetic share). Returns (files, n_human, synthetic, vote ids)."""
+    from racq.train.dpo import write_pairs_jsonl
+
     human_file = folder / "human.jsonl"
     n_human = export_prefs(db, human_file, format="jsonl", tokenizer=tok, top_k=cfg.top_k,
                            passage_tokens=cfg.passage_tokens)
@@ -186,13 +187,30 @@ def _train_round(cfg, db, synthetic_weight, progress, start, reference, min_pair
                                 "(`racq pairs`), or train with --synthetic-weight 0")
         files.append(write_pairs_jsonl([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in synthetic],
                                        folder / "synthetic.jsonl"))
+    return files, n_human, synthetic, vote_ids
+
+
+def _train_round(cfg, db, synthetic_weight, progress, say, start, reference, min_pairs, runner) -> dict:
+    from racq.models import next_round_name
+    from racq.train.common import config_dict
+    from racq.train.dpo import train_dpo
+
+    callback = progress if progress is not None and not callable(progress) else None
+    if callback is None and progress is not None:
+        callback = progress_callback(progress)
+    summary, tok, synthetic_all = _check_inputs(cfg, db, synthetic_weight, start, reference, min_pairs)
+    adapters = Path(cfg.adapters_dir)
+    name = next_round_name(adapters)
+    say(f"exporting {summary['pairs']} human pairs")
+    files, n_human, synthetic, vote_ids = _export(cfg, db, tok, Path(cfg.run_dir) / "feedback" / name,
+                                                  synthetic_all, synthetic_weight)
     say(f"{n_human} human + {len(synthetic)} synthetic pairs -> stage {name}")
 
     # ---- the round itself
     settings = {"start": start, "reference": reference, "synthetic_weight": synthetic_weight,
                 "n_human_pairs": n_human, "n_synthetic_pairs": len(synthetic),
                 "pairs_files": [str(f) for f in files], "train": config_dict(cfg)}
-    rid = record_round(db, name, start, adapter_path=str(adapters / name), config=settings)
+    rid = record_round(db, name, start, adapter_path=str(adapters / name), config=settings, runner=runner)
     try:
         link_round_votes(db, rid, vote_ids)
         stale = Path(cfg.run_dir) / name  # checkpoints of an earlier failed round of this name: not ours

@@ -101,6 +101,7 @@ class StageModel:
     errors: dict[str, str] = field(default_factory=dict)  # stage -> why it is unavailable
     prompt: PromptConfig = field(default_factory=PromptConfig)
     adapter_hashes: dict[str, str] = field(default_factory=dict)
+    adapters_dir: Path | None = None  # where the adapters were read from (None: given by the caller)
     # One model, many threads (app handlers, pool builder): generation switches the active adapter,
     # so calls are serialised; on a CPU they would compete for the same cores anyway.
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
@@ -128,7 +129,33 @@ class StageModel:
                 log.warning("stage %s unavailable: %s", st.name, e)
                 errors[st.name] = f"{type(e).__name__}: {e}"
         model.eval()
-        return cls(model, tokenizer, names, errors, prompt or PromptConfig(), hashes)
+        return cls(model, tokenizer, names, errors, prompt or PromptConfig(), hashes, Path(adapters_dir))
+
+    def add_stage(self, name: str, path: str | Path) -> bool:
+        """Attach one more adapter to the loaded base, in place (PEFT load_adapter; the other stages stay
+        loaded): how a running app takes a freshly trained round without a restart. Returns False when
+        that adapter (same files) is already loaded. A broken adapter raises; .errors keeps why."""
+        from racq.models import Stage, stage_order
+
+        stage = Stage(name, Path(path), {})
+        digest = stage.adapter_hash
+        with self.lock:  # generation switches adapters on this model: never attach mid-generate
+            if name in self.stages and self.adapter_hashes.get(name) == digest:
+                return False
+            if name in self.stages:  # retrained under the same name: the new files replace the old
+                self.model.delete_adapter(name)
+                self.stages = [s for s in self.stages if s != name]
+            try:
+                self.model = _attach(self.model, stage.path, name)
+            except Exception as e:
+                self.errors[name] = f"{type(e).__name__}: {e}"
+                raise
+            self.model.eval()
+            self.errors.pop(name, None)
+            self.adapter_hashes = {**self.adapter_hashes, name: digest}
+            # rebinding (not appending) keeps a reader's list(self.stages) consistent without the lock
+            self.stages = sorted([*self.stages, name], key=stage_order)
+        return True
 
     # ------------------------------------------------------------ prompts
     def passage_prompt(self, query: str, passages: Sequence[Passage]) -> str:

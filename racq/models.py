@@ -138,7 +138,8 @@ class Stage:
         return h.hexdigest()[:12]
 
 
-def _stage_order(name: str) -> tuple:
+def stage_order(name: str) -> tuple:
+    """Sort key of the display order: base, sft, aligned, aligned-r1, aligned-r2, ..., then the rest."""
     fixed = {BASE_STAGE: 0, "sft": 1, "aligned": 2}
     if name in fixed:
         return (fixed[name], 0, name)
@@ -165,7 +166,7 @@ def list_stages(adapters_dir: str | Path = ADAPTERS_DIR, include_hidden: bool = 
             except (OSError, json.JSONDecodeError):
                 manifest = {"error": "manifest.json is unreadable"}
             stages.append(Stage(d.name, d, manifest))
-    return sorted(stages, key=lambda s: _stage_order(s.name))
+    return sorted(stages, key=lambda s: stage_order(s.name))
 
 
 def next_round_name(adapters_dir: str | Path = ADAPTERS_DIR) -> str:

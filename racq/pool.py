@@ -115,6 +115,19 @@ def _pool_queries(db: Store, n: int) -> list[dict]:
     return [get_query(db, i) for i in ids]
 
 
+def why_not_loaded(sm, stage: str, adapters_dir) -> str:
+    """Why a stage is not in this process's loaded model: a broken adapter (the load error), an adapter
+    on disk that this process has not loaded (trained after the model was loaded), or none on disk."""
+    folder = Path(adapters_dir) / stage
+    err = getattr(sm, "errors", {}).get(stage)
+    if err and err != "no adapter on disk":
+        return f"the adapter at {folder} is broken ({err})"
+    if (folder / "adapter_config.json").exists():
+        return (f"its adapter is on disk at {folder} but not loaded in this process (it was trained after "
+                f"the model was loaded; the app loads it in place after a round, or restart to load it)")
+    return f"no adapter on disk at {folder}"
+
+
 def build_pool(db: Store | str | Path | None = None, n: int = 200, stages: Sequence[str] | None = None, *,
                asker=None, stage_model=None, index=None, scorer=None, examples: Iterable[Example] | None = None,
                split: str = "test", datasets: Sequence[str] = POOL_DATASETS, existing: bool = False,
@@ -146,19 +159,19 @@ def build_pool(db: Store | str | Path | None = None, n: int = 200, stages: Seque
 
         scorer = Scorer()
     stages = list(stages or sm.stages)
+    if adapters_dir is None:
+        from racq.config import ADAPTERS_DIR
+
+        adapters_dir = getattr(sm, "adapters_dir", None) or ADAPTERS_DIR
     missing = [s for s in stages if s not in sm.stages]
     if missing:
-        why = "; ".join(f"{s}: {sm.errors.get(s, 'no adapter on disk')}" for s in missing)
+        why = "; ".join(f"{s}: {why_not_loaded(sm, s, adapters_dir)}" for s in missing)
         raise PoolError(f"stage(s) not loaded: {why}. Loaded: {', '.join(sm.stages)}")
     if n < 1:
         raise PoolError(f"n must be at least 1, got {n}")
     gen = dataclasses.replace(gen or GenConfig(), batch_size=batch_size)
     decoding = decoding_of(gen, sm.prompt, seed)
     hashes = {s: sm.adapter_hashes.get(s, "") for s in stages}
-    if adapters_dir is None:
-        from racq.config import ADAPTERS_DIR
-
-        adapters_dir = ADAPTERS_DIR
     rounds = _stage_rounds(db, adapters_dir, stages)
 
     # ---- queries and their passages
@@ -240,4 +253,4 @@ def build_pool(db: Store | str | Path | None = None, n: int = 200, stages: Seque
     return stats
 
 
-__all__ = ["build_pool", "pick_queries", "decoding_of", "PoolError"]
+__all__ = ["build_pool", "pick_queries", "decoding_of", "why_not_loaded", "PoolError"]

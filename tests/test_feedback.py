@@ -207,40 +207,59 @@ def test_rate_prints_the_leaderboard(voted):
 
 
 # ------------------------------------------------------------------ the Feedback screen's runner
-class Ctx:
-    def __init__(self, db, admin=True):
-        self.db_path, self.cfg, self.reloaded = db.path, type("Cfg", (), {"admin": admin})(), 0
+def _admin_context(db, tiny_lm, adapters):
+    """The real AppContext over `db`, with a real (tiny) model loaded, and a request signed in as admin."""
+    from types import SimpleNamespace
 
-    def reload_stages(self):
-        self.reloaded += 1
-        return []
+    from racq.generate import StageModel
+    from racq.service import Asker
+    from racq.ui import AppConfig, make_context
+
+    cfg = AppConfig(db=str(db.path), base_model=str(tiny_lm), adapters_dir=str(adapters), preload=False,
+                    check_index=False, score=False)
+    ctx = make_context(cfg, Asker(StageModel.load(tiny_lm, adapters), index=None))
+    admin = SimpleNamespace(session_hash="admin-session", username=None)
+    ctx.set_user(admin, {"name": "ana", "role": "admin"})
+    return ctx, admin
 
 
-def test_feedback_screen_trains_in_a_worker_and_reloads_stages(voted, monkeypatch):
+def test_feedback_screen_trains_in_a_worker_and_loads_the_stage(voted, tiny_lm, adapters, monkeypatch):
+    from types import SimpleNamespace
+
     from racq.ui import feedback as screen
 
     db, _ = voted
     monkeypatch.setattr(screen, "POLL_S", 0.01)
 
     def fake_round(cfg, db_path, weight, progress):
+        assert cfg.adapters_dir == str(adapters)  # the app's adapters folder, where the stage must land
         progress({"event": "message", "message": "exporting 4 human pairs"})
         progress({"event": "log", "step": 1, "max_steps": 2, "loss": 0.69})
         progress({"event": "step", "step": 2, "max_steps": 2})
+        shutil.copytree(adapters / "aligned", adapters / "aligned-r1")  # what training writes
         return {"stage": "aligned-r1", "round_id": 7, "n_human_pairs": 4, "n_synthetic_pairs": 0}
 
     monkeypatch.setattr("racq.feedback.train_round", fake_round)
-    ctx = Ctx(db)
-    updates = list(screen.train_updates(ctx, 0.0))
+    ctx, admin = _admin_context(db, tiny_lm, adapters)
+    assert "aligned-r1" not in ctx.asker().stages
+    updates = list(screen.train_updates(ctx, 0.0, admin))
     bar, log, message = updates[-1]
-    assert "aligned-r1" in message and "pool" in message and ctx.reloaded == 1
+    assert "aligned-r1" in message and "pool" in message and "Explore shows it now" in message
     assert 'value="2" max="2"' in bar and "loss 0.6900" in log and "exporting" in log
-    assert "4 usable human pairs" in screen.summary_md(ctx)
+    # loaded into the model that was already in memory (same Asker), next to the other stages
+    assert ctx.asker().stages == ["base", "sft", "aligned", "aligned-r1"]
+    assert ctx.jobs.current().status == "done" and "4 usable human pairs" in screen.summary_md(ctx)
+    # a page opened later shows the same log and result
+    summary, bar2, log2, message2 = screen.screen_state(ctx, admin)
+    assert (bar2, log2, message2) == (bar, log, message) and "4 usable" in summary
 
-    refused = list(screen.train_updates(Ctx(db, admin=False), 0.0))
+    nobody = SimpleNamespace(session_hash="someone-else", username=None)
+    refused = list(screen.train_updates(ctx, 0.0, nobody))
     assert refused == [("", "", "Only an admin can train a round.")]
+    assert "for admins" in screen.screen_state(ctx, nobody)[0] and screen.screen_state(ctx, nobody)[2] == ""
 
     gr = pytest.importorskip("gradio")
     with gr.Blocks() as demo:
         handle = screen.build(ctx)
     assert {"train_round", "pool_build", "feedback_summary"} <= {d.api_name for d in demo.fns.values()}
-    assert "4 usable" in handle["refresh"]()
+    assert "4 usable" in handle["refresh"]()[0] and len(handle["refresh_outputs"]) == 4

@@ -158,3 +158,31 @@ def test_an_unknown_stage_is_refused_before_anything_is_written(tmp_path, tiny_l
         _build(db, _stage_model(tiny_lm, adapters), index, n=2, stages=["sft", "aligned-r7"])
     with db.read() as c:
         assert c["queries"].count == 0 and c["candidates"].count == 0
+
+
+def test_a_stage_that_cannot_be_used_is_refused_with_its_real_cause(tmp_path, tiny_lm, adapters, index):
+    """Three causes, three messages: on disk but trained after this process loaded the model, not on
+    disk at all, and on disk but broken. Attaching the new adapter in place (add_stage) fixes the first."""
+    db = open_db(tmp_path / "racq.db")
+    sm = _stage_model(tiny_lm, adapters)  # loaded before the new stage exists
+    shutil.copytree(adapters / "aligned", adapters / "aligned-r1")  # a round finishes meanwhile
+    (adapters / "aligned-r2").mkdir()
+    (adapters / "aligned-r2" / "adapter_config.json").write_text("{not json")
+    broken = _stage_model(tiny_lm, adapters)  # loads aligned-r2 and records why it failed
+    with pytest.raises(PoolError) as e:
+        _build(db, sm, index, n=2, stages=["aligned-r1", "aligned-r9"])
+    msg = str(e.value)
+    assert f"aligned-r1: its adapter is on disk at {adapters / 'aligned-r1'} but not loaded in this process" in msg
+    assert f"aligned-r9: no adapter on disk at {adapters / 'aligned-r9'}" in msg and "Loaded: base, sft, aligned" in msg
+    with pytest.raises(PoolError, match=r"aligned-r2: the adapter at .*aligned-r2 is broken \(\w+"):
+        _build(db, broken, index, n=2, stages=["aligned-r2"])
+    with db.read() as c:
+        assert c["candidates"].count == 0
+
+    assert sm.add_stage("aligned-r1", adapters / "aligned-r1") and not sm.add_stage("aligned-r1", adapters / "aligned-r1")
+    assert sm.stages == ["base", "sft", "aligned", "aligned-r1"]
+    stats = _build(db, sm, index, n=2, stages=["aligned-r1"])
+    assert stats["candidates_new"] == 2
+    with pytest.raises(Exception):
+        sm.add_stage("aligned-r2", adapters / "aligned-r2")
+    assert "aligned-r2" in sm.errors and "aligned-r2" not in sm.stages

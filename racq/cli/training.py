@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from racq.cli import ConfigOpt, SetOpt, _train_cfg, app, train_app
+from racq.cli import ConfigOpt, SetOpt, _fail, _train_cfg, app, train_app
 
 
 # ------------------------------------------------------------------ training
@@ -50,9 +50,16 @@ def train_dpo_cmd(config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] 
     """
     cfg = _train_cfg(config, set_)
     if from_votes:
-        from racq.feedback import train_round
+        from racq.feedback import FeedbackError, train_round
 
-        print(train_round(cfg, db_path=db, synthetic_weight=synthetic_weight))
+        def say(ev: dict) -> None:  # the round's steps (and orphaned rounds it marks failed), not every loss
+            if ev.get("event") == "message":
+                print(ev["message"], flush=True)
+
+        try:
+            print(train_round(cfg, db_path=db, synthetic_weight=synthetic_weight, progress=say))
+        except FeedbackError as e:  # e.g. another process holds the round lease: say who, no traceback
+            _fail(str(e))
         return
     from racq.train.dpo import train_dpo
 

@@ -8,7 +8,8 @@
 
 Every function takes the handle first and raises StoreError with a readable message; a failed write
 leaves nothing behind. Modules: db (handle, transactions), migrations, pool (annotators, queries,
-candidates, items, sampler), votes (votes, reveals, undo + withdraw, preference pairs), rounds (training lineage), export.
+candidates, items, sampler), votes (votes, reveals, undo + withdraw, preference pairs), rounds (training
+lineage), leases (one job at a time across processes), export.
 """
 
 from racq.store.db import Store, StoreError, open_db
@@ -16,8 +17,9 @@ from racq.store.export import export_prefs, export_votes
 from racq.store.migrations import MIGRATIONS, applied, migrate
 from racq.store.pool import (Showing, add_annotator, add_candidate, add_query_with_passages, get_annotator,
                              get_query, is_pool_query, list_annotators, make_items, next_item, progress, stage_of_candidate)
-from racq.store.rounds import (finish_round, get_round, link_round_votes, list_rounds, record_round,
-                               rounds_of_vote, votes_of_round)
+from racq.store.leases import LeaseHeld, acquire_lease, get_lease, held_lease, release_lease, renew_lease
+from racq.store.rounds import (ROUND_LEASE, fail_stale_rounds, finish_round, get_round, link_round_votes,
+                               list_rounds, record_round, rounds_of_vote, votes_of_round)
 from racq.store.votes import (PREFERENCE_OUTCOMES, VOTE_OUTCOMES, WITHDRAWN, all_votes, effective_votes,
                               preference_pairs, record_vote, undo_last, votes_for_annotator)
 
@@ -28,5 +30,7 @@ __all__ = [
     "VOTE_OUTCOMES", "PREFERENCE_OUTCOMES", "WITHDRAWN", "record_vote", "undo_last", "all_votes", "effective_votes",
     "votes_for_annotator", "preference_pairs",
     "record_round", "finish_round", "link_round_votes", "get_round", "list_rounds", "votes_of_round",
-    "rounds_of_vote", "export_prefs", "export_votes",
+    "rounds_of_vote", "fail_stale_rounds", "ROUND_LEASE",
+    "LeaseHeld", "acquire_lease", "renew_lease", "release_lease", "held_lease", "get_lease",
+    "export_prefs", "export_votes",
 ]

@@ -133,6 +133,23 @@ CREATE TABLE candidate_scores (
 """
 
 
+# Named leases (racq.store.leases): "one training round at a time" across processes sharing this file.
+# A round records which lease holder ran it (runner = host:pid:uuid), so a round left 'running' by a
+# process that died can be told apart from one that is running now (racq.store.rounds.fail_stale_rounds).
+_LEASES = """
+CREATE TABLE leases (
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,            -- host:pid:uuid, unique per acquisition
+    pid INTEGER NOT NULL,
+    host TEXT NOT NULL,
+    acquired_at TEXT NOT NULL,
+    heartbeat_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL         -- free after this unless renewed
+);
+ALTER TABLE training_rounds ADD COLUMN runner TEXT;
+"""
+
+
 def _indexes(db: sqlite_utils.Database) -> None:
     # The sampler and the per-annotator views filter on these columns on every call.
     db["votes"].create_index(["annotator_id", "item_id"], index_name="votes_annotator_item")
@@ -172,6 +189,7 @@ MIGRATIONS: list[tuple[int, str, Step]] = [
     (3, "indexes for the sampler", _indexes),
     (4, "automatic faithfulness scores of candidates", _SCORES),
     (5, "stages revealed to each annotator (blindness after the reveal)", _REVEALS),
+    (6, "leases (one training round at a time across processes) and the runner of each round", _LEASES),
 ]
 
 

@@ -4,6 +4,7 @@
     link_round_votes(db, rid, [vid for p in pairs for vid in p["vote_ids"]])
     finish_round(db, rid, metrics={"loss": 0.41})        # status 'done' (or status="failed")
     votes_of_round(db, rid); rounds_of_vote(db, vid)     # lineage both ways
+    fail_stale_rounds(db)      # rounds left 'running' by a process that died -> 'failed', with the reason
 Candidates added later for stage 'aligned-r1' get round_id = rid automatically (see add_candidate).
 """
 
@@ -12,8 +13,10 @@ from __future__ import annotations
 from typing import Iterable
 
 from racq.store.db import Store, StoreError, dumps, loads, one
+from racq.store.leases import lease_row, why_free
 
 STATUSES = ("running", "done", "failed")
+ROUND_LEASE = "round"  # the lease a process holds while it trains a round (racq.feedback.train_round)
 
 
 def _decode(row: dict | None) -> dict | None:
@@ -23,8 +26,9 @@ def _decode(row: dict | None) -> dict | None:
 
 
 def record_round(db: Store, stage: str, base_stage: str, *, adapter_path: str | None = None,
-                 config: dict | None = None, status: str = "running") -> int:
-    """Start a round that trains `stage` from `base_stage`; returns the round id."""
+                 config: dict | None = None, status: str = "running", runner: str | None = None) -> int:
+    """Start a round that trains `stage` from `base_stage`; returns the round id.
+    runner: the holder of the round lease (host:pid:uuid) that trains it."""
     if not (stage or "").strip() or not (base_stage or "").strip():
         raise StoreError("a round needs a stage name and a base stage name")
     if status not in STATUSES:
@@ -32,10 +36,10 @@ def record_round(db: Store, stage: str, base_stage: str, *, adapter_path: str | 
     with db.write() as conn:
         finished = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')" if status != "running" else "NULL"
         return conn.execute(
-            f"INSERT INTO training_rounds (stage, base_stage, adapter_path, config, status, finished_at) "
-            f"VALUES (?, ?, ?, ?, ?, {finished})",
+            f"INSERT INTO training_rounds (stage, base_stage, adapter_path, config, status, runner, finished_at) "
+            f"VALUES (?, ?, ?, ?, ?, ?, {finished})",
             [stage, base_stage, None if adapter_path is None else str(adapter_path), dumps(config or {}),
-             status]).lastrowid
+             status, runner]).lastrowid
 
 
 def finish_round(db: Store, round_id: int, *, status: str = "done", metrics: dict | None = None) -> dict:
@@ -49,6 +53,28 @@ def finish_round(db: Store, round_id: int, *, status: str = "done", metrics: dic
                      "finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?",
                      [status, dumps(metrics), round_id])
         return _decode(one(conn, "SELECT * FROM training_rounds WHERE id = ?", [round_id]))
+
+
+def _stopped(runner: str | None) -> str:
+    host, pid = (runner.split(":")[:2] if runner and runner.count(":") >= 2 else (None, None))
+    who = f" (pid {pid} on host {host})" if pid else ""
+    return f"the process that ran it{who} stopped before the round finished"
+
+
+def fail_stale_rounds(db: Store, lease: str = ROUND_LEASE) -> list[dict]:
+    """Mark 'failed' every 'running' round whose runner no longer holds the round lease (it died, or was
+    killed, mid-round); returns those rounds. One transaction, so a round that another process starts
+    meanwhile (it takes the lease first) is never touched."""
+    with db.write() as conn:
+        row = lease_row(conn, lease)
+        live = row["holder"] if row is not None and why_free(row) is None else None
+        stale = [r for r in conn.query("SELECT id, runner FROM training_rounds WHERE status = 'running' "
+                                       "ORDER BY id") if live is None or r["runner"] != live]
+        for r in stale:
+            conn.execute("UPDATE training_rounds SET status = 'failed', metrics = ?, "
+                         "finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?",
+                         [dumps({"error": _stopped(r["runner"])}), r["id"]])
+        return [_decode(one(conn, "SELECT * FROM training_rounds WHERE id = ?", [r["id"]])) for r in stale]
 
 
 def link_round_votes(db: Store, round_id: int, vote_ids: Iterable[int]) -> int:

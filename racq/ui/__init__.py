@@ -10,7 +10,9 @@ modules are present, Leaderboard and Feedback training.
 Every screen is a module with `build(ctx)`, called inside its gr.Tab. `ctx` is an AppContext:
     ctx.cfg (AppConfig), ctx.db (racq.store.Store), ctx.db_path,
     ctx.asker()          the Asker, loaded once on first use (thread-safe), or preloaded at launch
-    ctx.stages()         visible stage names on disk (no model load); ctx.reload_stages() after a round
+    ctx.stages()         visible stage names on disk (no model load)
+    ctx.load_stage(name) a stage trained while the app runs, into the loaded Asker (Explore, the pool)
+    ctx.jobs             the app's background job (racq.ui.jobs: a round or a pool build), server-side
     ctx.user(request) / ctx.role(request) / ctx.is_admin(request)   who signed in on Annotate in that
                          browser session (`request`: the handler's gr.Request); ctx.session: same, as gr.State
     ctx.train_cfg        TrainConfig from cfg.train_config, or None
@@ -117,9 +119,10 @@ class AppContext:
 
     asker(): the Asker, loaded once on first use (thread-safe); a failed load raises again on the next
     call, so a missing model never kills the annotation screens. stages(): visible stage names on
-    disk (no model load); reload_stages() re-reads them and drops the loaded Asker so the next query
-    loads the new adapters. user(request)/role(request)/is_admin(request): who signed in on the
-    Annotate tab in this browser session (server-side; `session` is the same as a gr.State).
+    disk (no model load). load_stage(name): attach a new adapter to the loaded model in place (no
+    restart); reload_stages() instead re-reads the folder and drops a rebuildable Asker.
+    user(request)/role(request)/is_admin(request): who signed in on the Annotate tab in this browser
+    session (server-side; `session` is the same as a gr.State). jobs: the background job runner.
     """
 
     cfg: AppConfig
@@ -128,8 +131,12 @@ class AppContext:
     asker_factory: Callable[[], object] | None = None
     _asker: object = field(default=None, repr=False)
     _stages: list[str] | None = field(default=None, repr=False)
+    jobs: object = field(default_factory=lambda: _jobs())  # racq.ui.jobs.Jobs
     _users: dict = field(default_factory=dict, repr=False)  # gradio session_hash -> {"name", "role"}
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+    # Loading the Asker and attaching a stage to it: its own lock, since attaching waits for a running
+    # generation (minutes in a pool build) and sign-ins (set_user, _lock) must not wait with it.
+    _load_lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     @property
     def db_path(self) -> Path:
@@ -150,7 +157,7 @@ class AppContext:
 
     def asker(self):
         if self._asker is None:
-            with self._lock:
+            with self._load_lock:
                 if self._asker is None:
                     self._asker = (self.asker_factory or (lambda: load_asker(self.cfg)))()
         return self._asker
@@ -161,11 +168,31 @@ class AppContext:
         return list(self._stages)
 
     def reload_stages(self) -> list[str]:
-        with self._lock:
+        with self._load_lock:
             self._stages = None
             if self.asker_factory is None:  # an injected Asker cannot be rebuilt; a loaded one can
                 self._asker = None
         return self.stages()
+
+    def load_stage(self, name: str) -> str:
+        """Make a stage trained while the app runs usable now, whether or not a page is open: the disk
+        stage list is re-read and the adapter is attached to the loaded model in place (the other stages
+        stay loaded; no restart). Returns what happened; raises when the adapter is broken."""
+        with self._load_lock:  # a load in progress finishes first, so it cannot miss the new stage
+            self._stages = None
+            shown = "Explore shows it now" if not self.cfg.stages or name in self.cfg.stages else (
+                f"Explore does not show it: the app's `stages` setting lists only {', '.join(self.cfg.stages)}")
+            if self._asker is None:
+                return f"Stage {name} will load with the models on first use"
+            sm = getattr(self._asker, "stage_model", None)
+            if hasattr(sm, "add_stage"):
+                added = sm.add_stage(name, Path(self.cfg.adapters_dir) / name)
+                return f"Stage {name} {'is loaded' if added else 'was already loaded'}: {shown}"
+            if self.asker_factory is not None:  # no in-place attach: rebuild on next use
+                self._asker = None
+                return f"Stage {name} will load when the models reload on next use"
+        raise RuntimeError(f"the app's model cannot take new stages in place ({type(sm).__name__}); "
+                           f"restart the app to load {name}")
 
     # -- who is signed in (set by the Annotate screen)
     def set_user(self, request, user: dict | None) -> None:
@@ -188,6 +215,12 @@ class AppContext:
         return self.role(request) == "admin"
 
 
+def _jobs():
+    from racq.ui.jobs import Jobs
+
+    return Jobs()
+
+
 def stage_names(cfg: AppConfig) -> list[str]:
     """Visible stages on disk in display order (no model load), limited to cfg.stages when set."""
     from racq.models import list_stages
@@ -201,11 +234,23 @@ OPTIONAL_SCREENS = [("Leaderboard", "racq.ui.leaderboard", "tab-leaderboard"),
                     ("Feedback training", "racq.ui.feedback", "tab-feedback")]
 
 
+def recover_rounds(db) -> list[dict]:
+    """At start-up: rounds left 'running' by a process that died (no live holder of the round lease)
+    become 'failed' with the reason, instead of showing as running forever."""
+    from racq.store import fail_stale_rounds
+
+    stale = fail_stale_rounds(db)
+    for r in stale:
+        log.warning("round %s (%s) marked failed: %s", r["id"], r["stage"], r["metrics"]["error"])
+    return stale
+
+
 def make_context(cfg: AppConfig | None = None, asker=None) -> AppContext:
     from racq.store import open_db
 
     cfg = cfg or AppConfig()
     ctx = AppContext(cfg, open_db(cfg.db))
+    recover_rounds(ctx.db)
     if callable(asker) and not hasattr(asker, "ask"):
         ctx.asker_factory = asker
     elif asker is not None:

@@ -4,89 +4,31 @@ questions to the pool. The buttons call the same functions as the CLI:
     racq train dpo --from-votes --synthetic-weight 0.3     # = the Train button (racq.feedback.train_round)
     racq pool build --existing                             # = the "Add ... to the pool" button
 
-Context: racq.ui.AppContext (racq/ui/__init__.py), or any object with these parts. Used here:
-ctx.db_path, ctx.cfg, ctx.asker(), and when present ctx.reload_stages() (after a round, so Explore
-shows the new stage), ctx.is_admin(request) or ctx.role(request), ctx.train_cfg (a TrainConfig).
-Who is an admin: ctx says so; else the signed-in Gradio user (request.username) has role 'admin' in
-the annotators table; else cfg.admin is true. The check runs on the server in every handler, not only in the layout.
+Context (racq.ui.AppContext): ctx.db_path, ctx.cfg, ctx.train_cfg, ctx.asker(), ctx.load_stage(name),
+ctx.jobs (racq.ui.jobs.Jobs), ctx.is_admin(request) or ctx.role(request). Who is an admin: ctx says
+so; else the signed-in Gradio user (request.username) has role 'admin' in the annotators table; else
+cfg.admin is true. The check runs on the server in every handler, not only in the layout.
 
-One job (a round or a pool build) runs at a time per process, in a worker thread; the handlers are
-generators that poll it twice a second for the progress bar and the log, so a reloaded page can
-re-attach to a running job by pressing the button again.
+A round or a pool build is a server-side job (ctx.jobs, one at a time): its worker thread trains, then
+loads the new stage into the running app itself (ctx.load_stage), so a closed or reloaded page loses
+nothing. The handlers only watch it: generators that poll it twice a second for the bar and the log.
+Pressing a button while a job runs re-attaches to it; opening the tab (or Refresh) shows the current
+or last job's log and result.
 """
 
 from __future__ import annotations
 
 import html
-import threading
 import time
-from dataclasses import dataclass, field
 from typing import Callable
 
 import gradio as gr  # at module level: the handlers' `gr.Request` hints must resolve for Gradio to inject it
 
 from racq.config import TrainConfig
 from racq.store import get_annotator, list_rounds, open_db
+from racq.ui.jobs import Job
 
 POLL_S = 0.5
-
-
-@dataclass
-class Job:
-    """A background job with what the screen shows about it."""
-
-    kind: str
-    status: str = "running"  # running | done | failed
-    step: int = 0
-    total: int = 0
-    lines: list[str] = field(default_factory=list)
-    result: object = None
-    error: str | None = None
-
-    def log(self, msg: str) -> None:
-        self.lines.append(f"{time.strftime('%H:%M:%S')}  {msg}")
-        del self.lines[:-300]
-
-    def on_event(self, ev: dict) -> None:
-        """racq.feedback progress events -> bar and log."""
-        if ev.get("event") == "message":
-            self.log(ev["message"])
-            return
-        self.step, self.total = ev.get("step", self.step), ev.get("max_steps") or self.total
-        if ev.get("event") == "log" and ev.get("loss") is not None:
-            self.log(f"step {self.step}/{self.total}  loss {ev['loss']:.4f}")
-
-    def on_pool(self, done: int, total: int, msg: str) -> None:
-        self.step, self.total = done, total
-        self.log(msg)
-
-
-_JOB: Job | None = None
-_GUARD = threading.Lock()
-
-
-def start(kind: str, fn: Callable[[Job], object]) -> Job:
-    """Run fn(job) in a daemon thread unless a job is running (then that job is returned)."""
-    global _JOB
-    with _GUARD:
-        if _JOB is not None and _JOB.status == "running":
-            return _JOB
-        job = _JOB = Job(kind)
-
-    def run():
-        try:
-            job.result = fn(job)
-            job.status = "done"
-        except Exception as e:  # noqa: BLE001 - shown on the screen; the round is marked failed by train_round
-            job.error, job.status = f"{type(e).__name__}: {e}", "failed"
-            job.log(f"failed: {job.error}")
-
-    threading.Thread(target=run, name=f"racq-{kind}", daemon=True).start()
-    return job
-
-
-def current() -> Job | None:
-    return _JOB
 
 
 def is_admin(ctx, request) -> bool:
@@ -136,18 +78,79 @@ def _bar(job: Job | None) -> str:
     if job is None:
         return ""
     total = max(job.total, 1)
-    label = {"running": "running", "done": "done", "failed": "failed"}[job.status]
     return (f'<div id="feedback-progress"><progress value="{min(job.step, total)}" max="{total}" '
-            f'style="width:100%"></progress><div>{html.escape(job.kind)}: {label} — step {job.step}/'
+            f'style="width:100%"></progress><div>{html.escape(job.kind)}: {job.status} — step {job.step}/'
             f'{job.total or "?"}</div></div>')
 
 
-def _watch(job: Job, finish: Callable[[Job], str]):
-    """Yield (bar, log, message) until the job ends, then once more with finish(job)'s message."""
+def job_message(job: Job | None) -> str:
+    """What the screen says about a job: working, failed (why), or its result. A pure function of the
+    job, so a page opened after the job ended shows the same as the page that started it."""
+    if job is None:
+        return ""
+    if job.status == "running":
+        return f"Working… (a {job.kind} job is running on the server; this page may close)"
+    if job.status == "failed":
+        return f"**Failed:** {job.error}"
+    r = job.result or {}
+    if job.kind == "pool":
+        return f"Pool updated: {r.get('candidates_new', 0)} new questions, {r.get('items_new', 0)} new pairs."
+    loaded = (f" It could not be loaded into the running app ({r['load_error']}); restart the app to see it."
+              if r.get("load_error") else f" {r.get('loaded', '')}.")
+    return (f"**New stage `{r['stage']}`** (round #{r['round_id']}, {r['n_human_pairs']} human + "
+            f"{r['n_synthetic_pairs']} synthetic pairs).{loaded} Next: add its questions to the pool "
+            f"(button below, or `racq pool build --existing`) so annotators can compare it.")
+
+
+def _watch(job: Job, kind: str):
+    """Yield (bar, log, message) until the job ends, then once more with its result."""
     while job.status == "running":
-        yield _bar(job), "\n".join(job.lines), "Working…"
+        yield _bar(job), job.text(), job_message(job)
         time.sleep(POLL_S)
-    yield _bar(job), "\n".join(job.lines), finish(job)
+    message = job_message(job)
+    if job.kind != kind:
+        message = f"A {job.kind} job was running and has ended ({job.status}); press the button again. {message}"
+    yield _bar(job), job.text(), message
+
+
+def round_job(ctx, cfg: TrainConfig, weight: float) -> Callable[[Job], dict]:
+    """The round job: train, then load the new stage into this app (in the worker thread, not in a
+    page's handler: the round must land in the app even when no page is open)."""
+    from racq.feedback import train_round
+
+    def run(j: Job) -> dict:
+        result = train_round(cfg, getattr(ctx, "db_path", None), weight, progress=j.on_event)
+        try:
+            result["loaded"] = ctx.load_stage(result["stage"])
+            j.log(result["loaded"])
+        except Exception as e:  # noqa: BLE001 - the round itself is done; say why the app lacks it
+            result["load_error"] = f"{type(e).__name__}: {e}"
+            j.log(f"the new stage could not be loaded into the app: {result['load_error']}")
+        return result
+
+    return run
+
+
+def pool_job(ctx) -> Callable[[Job], dict]:
+    """The pool job: the newest finished round's stage, loaded here if it is not yet (a round trained
+    by the CLI in another process), then its questions for every query already in the pool."""
+    from racq.pool import build_pool
+
+    def run(j: Job) -> dict:
+        db = open_db(getattr(ctx, "db_path", None))
+        done = [r["stage"] for r in list_rounds(db) if r["status"] == "done"]
+        if not done:
+            raise RuntimeError("no finished training round yet: train one first")
+        stage = done[-1]
+        try:
+            j.log(ctx.load_stage(stage))
+        except Exception as e:  # noqa: BLE001 - build_pool names the cause (broken adapter, not on disk)
+            j.log(f"could not load stage {stage}: {type(e).__name__}: {e}")
+        j.log(f"adding questions of stage {stage} for the queries in the pool")
+        return build_pool(db, n=10**9, stages=[stage], asker=ctx.asker(), existing=True,
+                          progress=j.on_pool, adapters_dir=ctx.cfg.adapters_dir)
+
+    return run
 
 
 def train_updates(ctx, weight: float, request=None):
@@ -155,30 +158,7 @@ def train_updates(ctx, weight: float, request=None):
     if not is_admin(ctx, request):
         yield "", "", "Only an admin can train a round."
         return
-    from racq.feedback import train_round
-
-    cfg = train_config(ctx)
-    job = start("round", lambda j: train_round(cfg, getattr(ctx, "db_path", None), float(weight),
-                                               progress=j.on_event))
-
-    def finish(j: Job) -> str:
-        if j.kind != "round":
-            return f"A {j.kind} job was running and has ended ({j.status}); press Train again."
-        if j.status == "failed":
-            return f"**Failed:** {j.error}"
-        stage = j.result["stage"]
-        reloaded = ""
-        if hasattr(ctx, "reload_stages"):
-            try:
-                ctx.reload_stages()
-                reloaded = " It is loaded: Explore shows it now."
-            except Exception as e:  # noqa: BLE001
-                reloaded = f" Reloading the stages failed ({e}); restart the app to see it."
-        return (f"**New stage `{stage}`** (round #{j.result['round_id']}, {j.result['n_human_pairs']} human + "
-                f"{j.result['n_synthetic_pairs']} synthetic pairs).{reloaded} Next: add its questions to "
-                f"the pool (button below, or `racq pool build --existing`) so annotators can compare it.")
-
-    yield from _watch(job, finish)
+    yield from _watch(ctx.jobs.start("round", round_job(ctx, train_config(ctx), float(weight))), "round")
 
 
 def pool_updates(ctx, request=None):
@@ -186,38 +166,23 @@ def pool_updates(ctx, request=None):
     if not is_admin(ctx, request):
         yield "", "", "Only an admin can build the pool."
         return
-    from racq.pool import build_pool
+    yield from _watch(ctx.jobs.start("pool", pool_job(ctx)), "pool")
 
-    def run(j: Job):
-        db = open_db(getattr(ctx, "db_path", None))
-        done = [r["stage"] for r in list_rounds(db) if r["status"] == "done"]
-        if not done:
-            raise RuntimeError("no finished training round yet: train one first")
-        stage = done[-1]
-        asker = ctx.asker()
-        j.log(f"adding questions of stage {stage} for the queries in the pool")
-        return build_pool(db, n=10**9, stages=[stage], asker=asker,
-                          existing=True, progress=j.on_pool)
 
-    job = start("pool", run)
-
-    def finish(j: Job) -> str:
-        if j.kind != "pool":
-            return f"A {j.kind} job was running and has ended ({j.status}); press the button again."
-        if j.status == "failed":
-            return f"**Failed:** {j.error}"
-        r = j.result or {}
-        return f"Pool updated: {r.get('candidates_new', 0)} new questions, {r.get('items_new', 0)} new pairs."
-
-    yield from _watch(job, finish)
+def screen_state(ctx, request=None) -> tuple[str, str, str, str]:
+    """(summary, bar, log, message) for a page opened now: the counts and the current or last job."""
+    if request is not None and not is_admin(ctx, request):
+        return "This screen is for admins: sign in as an admin on the Annotate tab.", "", "", ""
+    job = ctx.jobs.current()
+    return summary_md(ctx), _bar(job), job.text() if job else "", job_message(job)
 
 
 def build(ctx) -> dict:
-    """Lay the screen out in the current Blocks/Tab; returns the components and the summary refresher."""
+    """Lay the screen out in the current Blocks/Tab; returns the components and the refresher."""
     gr.Markdown("Train a new alignment round on the annotators' votes (admins only). Each round starts "
                 "from `aligned` with `sft` as the DPO reference and becomes a new stage `aligned-rN`.")
     summary = gr.Markdown(elem_id="feedback-summary")
-    refresh = gr.Button("Refresh counts", variant="secondary")
+    refresh = gr.Button("Refresh", variant="secondary")
     weight = gr.Slider(0.0, 0.9, value=0.0, step=0.05, label="Share of synthetic pairs in the training set",
                        info="0 = human pairs only; synthetic pairs come from the run folder's pairs.jsonl")
     train = gr.Button("Train a new round", variant="primary", elem_id="feedback-train")
@@ -226,10 +191,11 @@ def build(ctx) -> dict:
     message = gr.Markdown(elem_id="feedback-message")
     pool = gr.Button("Add the newest stage's questions to the pool", elem_id="feedback-pool")
 
+    def on_refresh(request: gr.Request = None):
+        return screen_state(ctx, request)
+
     def on_summary(request: gr.Request = None):
-        if request is not None and not is_admin(ctx, request):
-            return "This screen is for admins: sign in as an admin on the Annotate tab."
-        return summary_md(ctx)
+        return screen_state(ctx, request)[0]
 
     def on_train(w, request: gr.Request):
         yield from train_updates(ctx, w, request)
@@ -237,8 +203,9 @@ def build(ctx) -> dict:
     def on_pool(request: gr.Request):
         yield from pool_updates(ctx, request)
 
-    refresh.click(on_summary, None, summary, api_name="feedback_summary")
+    everything = [summary, bar, log, message]
+    refresh.click(on_refresh, None, everything, api_name="feedback_summary")
     train.click(on_train, weight, [bar, log, message], api_name="train_round").then(on_summary, None, summary)
     pool.click(on_pool, None, [bar, log, message], api_name="pool_build")
-    return {"refresh": on_summary, "summary": summary, "train": train, "pool": pool,
-            "outputs": [bar, log, message]}
+    return {"refresh": on_refresh, "refresh_outputs": everything, "summary": summary, "train": train,
+            "pool": pool, "outputs": [bar, log, message]}

@@ -9,7 +9,7 @@ Examples: the first `n` / 2 test-split examples of PaQa and of CAmbigNQ, as `rac
 question, and each given stage's greedy question (<= 32 new tokens, cut after the first "?"), generated
 once from the real SmolLM2 (+ adapters) and appended to data/calibration/candidates.jsonl, unlabelled (a
 scratch file, not committed). Items already there or in faithfulness.jsonl (same example and source)
-are skipped. The `base` stage's reply is primed as racq.generate does (PromptConfig.base_prefix). Labels are added by hand in
+are skipped. The `base` stage's reply is primed as racq.generate does (PromptConfig.base_openers). Labels are added by hand in
 faithfulness.jsonl (criteria: data/calibration/README.md); this script never labels.
 """
 

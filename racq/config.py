@@ -62,11 +62,13 @@ class PromptConfig:
     top_k: int = helpfield(3, "Passages per prompt.")
     passage_tokens: int = helpfield(64, "Token budget per passage; longer passages are trimmed (as in training).")
     use_chat_template: bool = helpfield(True, "Wrap the prompt in the model's chat template when it has one.")
-    base_prefix: str = helpfield(
-        "Do you mean",
-        "Reply opener for the untuned `base` stage only. Untuned small models answer the query instead of "
-        "asking (0 of 5 PaQa prompts gave a '?'), so the base reply is primed as a question; '' disables it. "
-        "Trained stages never get it: they learned to ask.")
+    base_openers: list[str] = helpfield(
+        ["Which one: the", "Are you looking for the", "Do you want to know about the"],
+        "Reply openers for the untuned `base` stage only, one picked per prompt by a stable hash of the "
+        "prompt (racq.prompts.base_opener). Untuned small models answer the query instead of asking, so the "
+        "base reply is primed as a question; several openers, shaped like the trained stages' and the t1 "
+        "gold questions' openings, so that a blind pair does not give base away by its first words "
+        "(bench/bench_blind_opener.py measures it). Empty list: no opener. Trained stages never get one.")
 
 
 @dataclass

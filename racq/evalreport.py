@@ -169,8 +169,9 @@ def report_markdown(metrics: dict) -> str:
            "`hallucinated` = the question offers at least one option the passages do not support; a question "
            "with no option cannot hallucinate one, so read it with `has options`. `uncond` is the query-only "
            "model: it sees no passages and is scored against the passages the other stages saw."
-           + (f" `base` replies are primed with \"{cfg['base_prefix']}\" (untuned, it answers instead of asking)."
-              if "base" in cfg["stages"] and cfg.get("base_prefix") else ""),
+           + (" `base` replies are primed with one of " + ", ".join(f'"{o}"' for o in cfg["base_openers"])
+              + " (picked per query; untuned, it answers instead of asking)."
+              if "base" in cfg["stages"] and cfg.get("base_openers") else ""),
            "", f"NLI: {metrics['nli'] if metrics['nli'] == NLI_SKIPPED else 'model ' + str(metrics['nli'])}.", ""]
     names = metrics["metrics"]
     for ds, res in metrics["results"].items():

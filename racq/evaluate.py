@@ -40,6 +40,7 @@ from racq.config import (ADAPTERS_DIR, DEFAULT_BASE_MODEL, DEFAULT_EMBEDDER, REP
 from racq.data import Example, load_examples
 from racq.metrics import METRICS as REF_METRICS
 from racq.options import repeats_option
+from racq.prompts import base_opener
 
 FAITH_METRICS = ("option_support", "hallucinated", "grounded", "repeats_option", "has_options", "novel_content", "parent_precision",
                  "parent_recall", "parent_f1", "is_question")
@@ -63,8 +64,8 @@ class EvalConfig:
     embedder: str = helpfield(DEFAULT_EMBEDDER, "Embedder for passage ranking and embed_sim.")
     top_k: int = helpfield(3, "Passages per prompt (as in training).")
     passage_tokens: int = helpfield(64, "Token budget per passage (as in training).")
-    base_prefix: str = helpfield(PromptConfig().base_prefix, "Reply opener of the untuned base stage "
-                                 "(PromptConfig.base_prefix; '' = none).")
+    base_openers: list[str] = helpfield(PromptConfig().base_openers, "Reply openers of the untuned base "
+                                        "stage, one per prompt by hash (PromptConfig.base_openers; [] = none).")
     max_new_tokens: int = helpfield(32, "Most new tokens per question (greedy decoding).")
     batch_size: int = helpfield(8, "Prompts per batched generate call (stages mixed in a batch).")
     reference_stage: str = helpfield("sft", "Stage every other stage is paired-tested against.")
@@ -173,7 +174,7 @@ def generate_all(examples, passages, cfg: EvalConfig, cache: JsonlCache, stage_m
     from racq.generate import StageModel
     from racq.prompts import extract_question
 
-    prompt_cfg = PromptConfig(top_k=cfg.top_k, passage_tokens=cfg.passage_tokens, base_prefix=cfg.base_prefix)
+    prompt_cfg = PromptConfig(top_k=cfg.top_k, passage_tokens=cfg.passage_tokens, base_openers=list(cfg.base_openers))
     tok = stage_model.tokenizer if stage_model is not None else _tokenizer(cfg.base_model)
     builder = StageModel(None, tok, [], prompt=prompt_cfg)  # the same prompt methods generation uses
     hashes = stage_hashes(cfg.adapters_dir, cfg.stages)
@@ -185,9 +186,9 @@ def generate_all(examples, passages, cfg: EvalConfig, cache: JsonlCache, stage_m
         for s in cfg.stages:
             p = builder.query_prompt(e.query) if s in QUERY_ONLY_STAGES else builder.passage_prompt(e.query, ps)
             prompts[i, s] = p
-            # generate() primes the base stage's reply with the prefix, so it is part of that stage's key
+            # generate() primes the base stage's reply with an opener, so it is part of that stage's key
             keys[i, s] = _sha({"stage": s, "adapter": hashes[s], "prompt": hashlib.sha256(p.encode()).hexdigest(),
-                               "prefix": cfg.base_prefix if s == "base" else "", **decoding})
+                               "prefix": base_opener(p, cfg.base_openers) if s == "base" else "", **decoding})
             hit = cache.get(keys[i, s])
             if hit is not None:
                 out[i, s] = hit["question"]
@@ -200,9 +201,9 @@ def generate_all(examples, passages, cfg: EvalConfig, cache: JsonlCache, stage_m
             say(f"loading {cfg.base_model} with stages {', '.join(sorted({s for _, s in jobs}))}")
             sm = StageModel.load(cfg.base_model, cfg.adapters_dir, stages=sorted({s for _, s in jobs}),
                                  include_hidden=True, prompt=prompt_cfg)
-        if sm.prompt.base_prefix != cfg.base_prefix:
-            raise EvalError(f"the stage model primes base with {sm.prompt.base_prefix!r}, the run asks for "
-                            f"{cfg.base_prefix!r}")
+        if list(sm.prompt.base_openers) != list(cfg.base_openers):
+            raise EvalError(f"the stage model primes base with {sm.prompt.base_openers!r}, the run asks for "
+                            f"{cfg.base_openers!r}")
         for s in {s for _, s in jobs}:
             if s not in sm.stages:
                 raise EvalError(f"stage {s} could not be loaded: {sm.errors.get(s, 'unknown reason')}")

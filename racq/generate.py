@@ -26,7 +26,7 @@ from transformers.generation.logits_process import (TemperatureLogitsWarper, Top
 from racq.config import ADAPTERS_DIR, DEFAULT_BASE_MODEL, GenConfig, PromptConfig
 from racq.data import Passage
 from racq.models import BASE_STAGE, list_stages, load_base
-from racq.prompts import extract_question, passage_prompt_messages, query_prompt_messages, render
+from racq.prompts import base_opener, extract_question, passage_prompt_messages, query_prompt_messages, render
 
 log = logging.getLogger(__name__)
 
@@ -210,9 +210,10 @@ class StageModel:
 
     def _generate_batch(self, prompts, stages, gen, seed, mixture) -> list[str]:
         tok, model = self.tokenizer, self.model
-        prefix = self.prompt.base_prefix if mixture is None else ""
-        primed = [bool(prefix) and s == BASE_STAGE for s in stages]
-        prompts = [p + prefix if pr else p for p, pr in zip(prompts, primed)]
+        # the base stage's reply is primed with an opener (racq.prompts.base_opener); never in a mixture
+        openers = [base_opener(p, self.prompt.base_openers) if s == BASE_STAGE and mixture is None else ""
+                   for p, s in zip(prompts, stages)]
+        prompts = [p + o for p, o in zip(prompts, openers)]
         enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
         custom = LogitsProcessorList()
         use_own_warpers = bool(gen.do_sample and (mixture is not None or seed is not None))
@@ -236,7 +237,7 @@ class StageModel:
         seqs = self._run(kwargs, stages, mixture is not None)
         new = seqs[:, enc["input_ids"].shape[1]:]
         texts = tok.batch_decode(new, skip_special_tokens=True)
-        return [prefix + t if pr else t for t, pr in zip(texts, primed)]
+        return [o + t for o, t in zip(openers, texts)]
 
     def _run(self, kwargs, stages, single_policy: bool):
         model = self.model

@@ -35,6 +35,7 @@ from typing import Callable, Iterable, Sequence
 
 from racq.config import GenConfig
 from racq.data import Example, load_examples
+from racq.models import BASE_STAGE
 from racq.store import Store, add_candidate, add_query_with_passages, get_query, make_items, open_db
 from racq.store.db import dumps, one
 from racq.store.scores import add_scores, scored_ids, scorer_key
@@ -70,11 +71,14 @@ def pick_queries(examples: Iterable[Example], n: int) -> list[Example]:
     return out
 
 
-def decoding_of(gen: GenConfig, prompt, seed: int | None) -> dict:
-    """What made a candidate's text, stored with it: decoding and prompt settings."""
+def decoding_of(gen: GenConfig, prompt, seed: int | None, stage: str = "") -> dict:
+    """What made a candidate's text, stored with it: decoding and prompt settings (for the base stage
+    also its reply openers, which shape its text as much as an adapter does for the other stages)."""
     d = {"do_sample": gen.do_sample, "max_new_tokens": gen.max_new_tokens,
          "prompt_top_k": prompt.top_k, "passage_tokens": prompt.passage_tokens,
          "chat_template": prompt.use_chat_template}
+    if stage == BASE_STAGE and prompt.base_openers:
+        d["base_openers"] = list(prompt.base_openers)
     if gen.do_sample:
         d.update(temperature=gen.temperature, top_p=gen.top_p, top_k=gen.top_k, seed=seed)
     return d
@@ -96,15 +100,15 @@ def _stage_rounds(db: Store, adapters_dir, stages: Sequence[str]) -> dict[str, i
     return out
 
 
-def _existing(db: Store, qids: Sequence[int], adapter_hashes: dict[str, str], decoding: str) -> dict:
-    """{(query_id, stage): candidate id} of candidates made with these adapters and settings."""
+def _existing(db: Store, qids: Sequence[int], adapter_hashes: dict[str, str], decodings: dict[str, str]) -> dict:
+    """{(query_id, stage): candidate id} of candidates made with these adapters and (per stage) settings."""
     out = {}
     with db.read() as conn:
         for start in range(0, len(qids), 900):
             chunk = list(qids[start:start + 900])
-            for r in conn.query(f"SELECT id, query_id, stage, adapter_hash FROM candidates WHERE decoding = ? "
-                                f"AND query_id IN ({','.join('?' * len(chunk))}) ORDER BY id", [decoding, *chunk]):
-                if adapter_hashes.get(r["stage"]) == r["adapter_hash"]:
+            for r in conn.query(f"SELECT id, query_id, stage, adapter_hash, decoding FROM candidates WHERE "
+                                f"query_id IN ({','.join('?' * len(chunk))}) ORDER BY id", chunk):
+                if adapter_hashes.get(r["stage"]) == r["adapter_hash"] and decodings.get(r["stage"]) == r["decoding"]:
                     out.setdefault((r["query_id"], r["stage"]), r["id"])
     return out
 
@@ -170,7 +174,7 @@ def build_pool(db: Store | str | Path | None = None, n: int = 200, stages: Seque
     if n < 1:
         raise PoolError(f"n must be at least 1, got {n}")
     gen = dataclasses.replace(gen or GenConfig(), batch_size=batch_size)
-    decoding = decoding_of(gen, sm.prompt, seed)
+    decodings = {s: decoding_of(gen, sm.prompt, seed, s) for s in stages}
     hashes = {s: sm.adapter_hashes.get(s, "") for s in stages}
     rounds = _stage_rounds(db, adapters_dir, stages)
 
@@ -202,8 +206,7 @@ def build_pool(db: Store | str | Path | None = None, n: int = 200, stages: Seque
     qids = [q["id"] for q in queries]
 
     # ---- generation of the missing (query, stage) candidates, batched across queries and stages
-    dec_json = dumps(decoding)
-    have = _existing(db, qids, hashes, dec_json)
+    have = _existing(db, qids, hashes, {s: dumps(d) for s, d in decodings.items()})
     prompts = {q["id"]: sm.passage_prompt(q["text"], q["passages"]) for q in queries
                if any((q["id"], s) not in have for s in stages)}
     jobs = sorted(((q["id"], s) for q in queries for s in stages if (q["id"], s) not in have),
@@ -225,7 +228,8 @@ def build_pool(db: Store | str | Path | None = None, n: int = 200, stages: Seque
             if not text:  # an empty question is nothing to judge; a later run tries again
                 stats["empty"] += 1
                 continue
-            have[(qid, stage)] = add_candidate(db, qid, stage, text, adapter_hash=hashes[stage], decoding=decoding,
+            have[(qid, stage)] = add_candidate(db, qid, stage, text, adapter_hash=hashes[stage],
+                                               decoding=decodings[stage],
                                                round_id=rounds.get(stage))
             stats["candidates_new"] += 1
 

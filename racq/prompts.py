@@ -11,6 +11,7 @@ cost of generation on a CPU.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Sequence
 
@@ -59,6 +60,15 @@ def query_prompt_messages(query: str) -> list[dict]:
     """Chat messages for p(question | query): no passages, so it invents options (by design)."""
     user = f"User Query: {query.strip()}\nClarifying Question:"
     return [{"role": "system", "content": QUERY_ONLY_INSTRUCTION}, {"role": "user", "content": user}]
+
+
+def base_opener(prompt: str, openers: Sequence[str]) -> str:
+    """The base stage's reply opener for this prompt: one of `openers` chosen by a stable hash of the
+    prompt text (the same prompt always gets the same opener, on every machine), "" when none. One
+    constant opener would fingerprint base in a blind pair; a hash spreads them evenly over queries."""
+    if not openers:
+        return ""
+    return openers[int(hashlib.sha256(prompt.encode("utf-8")).hexdigest()[:12], 16) % len(openers)]
 
 
 def has_chat_template(tokenizer) -> bool:

@@ -140,9 +140,21 @@ def test_generation_uses_no_grad_and_leaves_weights(sm):
 
 
 def test_base_reply_is_primed_as_a_question_and_trained_stages_are_not(sm):
-    prompt = sm.passage_prompt("who played wolverine", PASSAGES)
-    out = sm.generate([prompt, prompt], ["base", "sft"], GenConfig(max_new_tokens=4, batch_size=2))
-    assert out[0].startswith("Do you mean") and not out[1].startswith("Do you mean")
+    from racq.prompts import base_opener
+
+    openers = sm.prompt.base_openers
+    assert len(openers) >= 3  # one constant opener would fingerprint base in a blind pair
+    queries = ["who played wolverine", "who won the world cup", "what is a fox", "when was x-men released",
+               "who created wolverine", "where is russia", "who sings angel", "how tall is hugh jackman"]
+    prompts = [sm.passage_prompt(q, PASSAGES) for q in queries]
+    out = sm.generate(prompts + prompts[:1], ["base"] * len(prompts) + ["sft"],
+                      GenConfig(max_new_tokens=4, batch_size=9))
+    picked = [base_opener(p, openers) for p in prompts]
+    assert all(o.startswith(op) for o, op in zip(out, picked))  # each prompt gets its own opener...
+    assert len(set(picked)) >= 2  # ...and they vary over queries
+    assert [base_opener(p, openers) for p in prompts] == picked  # stable: a hash, not a random draw
+    assert not any(out[-1].startswith(op) for op in openers)
+    assert base_opener(prompts[0], []) == ""
 
 
 def test_generation_stops_at_the_first_question_mark(tiny_lm):
@@ -158,7 +170,7 @@ def test_generation_stops_at_the_first_question_mark(tiny_lm):
         head.bias.zero_()
         head.bias[qid] = 100.0
     model.lm_head = head
-    plain = StageModel.load(tiny_lm, tiny_lm / "none", model=model, tokenizer=tok, prompt=PromptConfig(base_prefix=""))
+    plain = StageModel.load(tiny_lm, tiny_lm / "none", model=model, tokenizer=tok, prompt=PromptConfig(base_openers=[]))
     prompt = plain.passage_prompt("who played wolverine", PASSAGES)
     stopped = plain.generate([prompt], "base", GenConfig(max_new_tokens=12))[0]
     full = plain.generate([prompt], "base", GenConfig(max_new_tokens=12, stop_at_question=False))[0]

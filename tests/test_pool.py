@@ -13,7 +13,7 @@ import shutil
 import numpy as np
 import pytest
 
-from racq.config import GenConfig
+from racq.config import GenConfig, PromptConfig
 from racq.data import Example, Passage
 from racq.faithfulness import FaithfulnessConfig, Scorer
 from racq.models import list_stages
@@ -102,8 +102,10 @@ def test_pool_build_batches_stages_stores_lineage_scores_and_items(tmp_path, tin
     hashes = {st.name: st.adapter_hash for st in list_stages(adapters)}
     for c in cands:
         assert c["adapter_hash"] == hashes[c["stage"]] and c["text"].strip()
+        # base also records its reply openers: they shape its text as an adapter shapes the others'
+        openers = {"base_openers": PromptConfig().base_openers} if c["stage"] == "base" else {}
         assert json.loads(c["decoding"]) == {"do_sample": False, "max_new_tokens": 6, "prompt_top_k": 3,
-                                             "passage_tokens": 64, "chat_template": True}
+                                             "passage_tokens": 64, "chat_template": True, **openers}
         assert c["round_id"] is None  # no training round made these stages
     with db.read() as c:
         passages = list(c.query("SELECT query_id, COUNT(*) AS n FROM query_passages GROUP BY query_id"))

@@ -174,6 +174,16 @@ def is_pool_query(db: Store, query: str) -> bool:
             "SELECT DISTINCT q.text FROM queries q JOIN items i ON i.query_id = q.id"))
 
 
+def pool_candidates(db: Store) -> dict[int, list[dict]]:
+    """{query_id: [{id, stage, text}, ...]} for every query that has annotation items, oldest first."""
+    out: dict[int, list[dict]] = {}
+    with db.read() as conn:
+        for c in conn.query("SELECT c.id, c.query_id, c.stage, c.text FROM candidates c WHERE c.query_id IN "
+                            "(SELECT DISTINCT query_id FROM items) ORDER BY c.id"):
+            out.setdefault(c.pop("query_id"), []).append(c)
+    return out
+
+
 def make_items(db: Store, stages: Iterable[str] | None = None, query_ids: Iterable[int] | None = None) -> int:
     """Create the missing items: every pair of one query's candidates from DIFFERENT stages whose texts
     differ (after squeezing whitespace and case). Returns how many were created."""

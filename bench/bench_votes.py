@@ -71,7 +71,7 @@ def run_app(work: Path, tiny_lm: Path, annotators: int, seconds: float, n_querie
     errors: list[str] = []
     exhausted = [0]
     lock = threading.Lock()
-    ready = threading.Barrier(annotators + 1)
+    ready = threading.Barrier(annotators + 1, timeout=300)  # a thread that never arrives breaks it, no hang
     go, window = threading.Event(), {}
 
     def annotator(k: int) -> None:
@@ -128,7 +128,7 @@ def run_store(work: Path, annotators: int, seconds: float, n_queries: int) -> di
     lat: list[float] = []
     errors: list[str] = []
     lock = threading.Lock()
-    ready = threading.Barrier(annotators + 1)
+    ready = threading.Barrier(annotators + 1, timeout=300)  # a thread that never arrives breaks it, no hang
     go, window = threading.Event(), {}
 
     def annotator(k: int) -> None:

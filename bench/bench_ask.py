@@ -3,8 +3,10 @@ against the baseline of a separate merged model per stage. Prints latency and pe
 
     .venv/bin/python bench/bench_ask.py                 # real SmolLM2 + the shipped adapters
     .venv/bin/python bench/bench_ask.py --queries 3 --tiny   # tiny random model (smoke run, CI)
+    .venv/bin/python bench/bench_ask.py --tiny --json ask.json   # also the figures as JSON
 
-Each variant runs in its own subprocess so its peak RSS is its own.
+Each variant runs in its own subprocess so its peak RSS is its own; it hands its figures back in a
+JSON file (--json), never through its stdout.
 """
 
 from __future__ import annotations
@@ -98,19 +100,29 @@ def main():
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--tiny", action="store_true", help="tiny random model instead of SmolLM2")
     ap.add_argument("--workdir", default=None)
+    ap.add_argument("--json", help="write the figures to this file (a variant: its row; the run: all rows)")
     args = ap.parse_args()
     if args.variant:
-        print(json.dumps(run_variant(args)))
+        row = run_variant(args)
+        if args.json:
+            Path(args.json).write_text(json.dumps(row))
+        else:
+            print(json.dumps(row))
         return
     workdir = args.workdir or tempfile.mkdtemp(prefix="bench-ask-")
     rows = []
     for variant in ("separate-models", "shared-switch", "shared-batched"):
+        # each variant writes its row to a file of its own: its stdout (library logs, progress bars, a
+        # stray print) is never parsed
+        result = Path(workdir) / f"result-{variant}.json"
+        result.unlink(missing_ok=True)
         cmd = [sys.executable, __file__, "--variant", variant, "--queries", str(args.queries), "--tokens",
-               str(args.tokens), "--threads", str(args.threads), "--workdir", workdir] + (["--tiny"] if args.tiny else [])
+               str(args.tokens), "--threads", str(args.threads), "--workdir", workdir, "--json", str(result)]
+        cmd += ["--tiny"] if args.tiny else []
         out = subprocess.run(cmd, capture_output=True, text=True)
-        if out.returncode != 0:
-            sys.exit(f"{variant} failed:\n{out.stderr[-3000:]}")
-        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        if out.returncode != 0 or not result.exists():
+            sys.exit(f"{variant} failed (exit {out.returncode}):\n{out.stderr[-3000:]}")
+        rows.append(json.loads(result.read_text()))
     base = rows[0]
     print(f"{'variant':<16} {'stages':>6} {'load s':>7} {'ask p50 s':>9} {'ask max s':>9} {'peak MB':>8} "
           f"{'speed-up':>8} {'memory':>7}")
@@ -119,6 +131,8 @@ def main():
               f"{r['peak_rss_mb']:>8} {base['ask_median_s'] / r['ask_median_s']:>7.2f}x "
               f"{r['peak_rss_mb'] / base['peak_rss_mb']:>6.2f}x")
     print("baseline = separate-models (one merged model per stage); ratios are against it.")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
 
 
 if __name__ == "__main__":

@@ -95,8 +95,8 @@ def run_app(work: Path, tiny_lm: Path, annotators: int, seconds: float, n_querie
     errors: list[str] = []
     exhausted = [0]
     lock = threading.Lock()
-    at_once = threading.Barrier(annotators)  # all sign in together: the sign-in figures are under load
-    ready = threading.Barrier(annotators + 1)
+    at_once = threading.Barrier(annotators, timeout=300)  # all sign in together: the sign-in figures are under load
+    ready = threading.Barrier(annotators + 1, timeout=300)  # a thread that never arrives breaks it, no hang
     go, window = threading.Event(), {}
 
     def annotator(k: int) -> None:
@@ -180,7 +180,7 @@ def run_store(work: Path, annotators: int, seconds: float, n_queries: int) -> di
     lat: list[float] = []
     errors: list[str] = []
     lock = threading.Lock()
-    ready = threading.Barrier(annotators + 1)
+    ready = threading.Barrier(annotators + 1, timeout=300)  # a thread that never arrives breaks it, no hang
     go, window = threading.Event(), {}
 
     def annotator(k: int) -> None:

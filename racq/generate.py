@@ -11,6 +11,7 @@ refuses a mix, we fall back to switching the active adapter per stage.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import threading
@@ -25,7 +26,7 @@ from transformers.generation.logits_process import (TemperatureLogitsWarper, Top
 
 from racq.config import ADAPTERS_DIR, DEFAULT_BASE_MODEL, GenConfig, PromptConfig
 from racq.data import Passage
-from racq.models import BASE_STAGE, list_stages, load_base
+from racq.models import BASE_STAGE, list_stages, load_base, seeded_torch
 from racq.prompts import base_opener, extract_question, passage_prompt_messages, query_prompt_messages, render
 
 log = logging.getLogger(__name__)
@@ -228,13 +229,13 @@ class StageModel:
             custom.append(proc)
         if use_own_warpers:
             custom.extend(sampling_processors(gen))
-        if seed is not None:
-            torch.manual_seed(seed)
         kwargs = dict(**enc, generation_config=self._gen_config(gen, use_own_warpers),
                       logits_processor=custom)
         if gen.stop_at_question:
             kwargs["tokenizer"] = tok  # generate needs it to match the stop string
-        seqs = self._run(kwargs, stages, mixture is not None)
+        # a seed seeds this call only: the caller's (process-wide) torch RNG state is left as it was
+        with seeded_torch(seed) if seed is not None else contextlib.nullcontext():
+            seqs = self._run(kwargs, stages, mixture is not None)
         new = seqs[:, enc["input_ids"].shape[1]:]
         texts = tok.batch_decode(new, skip_special_tokens=True)
         return [o + t for o, t in zip(openers, texts)]

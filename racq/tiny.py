@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from racq.models import GGUF_FILE, GGUF_PACKAGE, ModelMissing, _wheel_folder
+from racq.models import GGUF_FILE, GGUF_PACKAGE, ModelMissing, _wheel_folder, seeded_torch
 
 
 def load_real_tokenizer():
@@ -25,17 +25,16 @@ def load_real_tokenizer():
 
 def make_tiny_lm(target: str | Path, seed: int = 0, tokenizer=None, hidden: int = 32, layers: int = 2) -> Path:
     """Save a random-init LlamaForCausalLM (+ tokenizer) to `target` and return the path."""
-    import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tok = tokenizer or load_real_tokenizer()
-    torch.manual_seed(seed)
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden,
                       num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
                       max_position_embeddings=2048, bos_token_id=tok.bos_token_id,
                       eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
                       tie_word_embeddings=True)
-    model = LlamaForCausalLM(cfg)
+    with seeded_torch(seed):  # init draws from the global RNG: seed it here only, not for the caller
+        model = LlamaForCausalLM(cfg)
     target = Path(target)
     model.save_pretrained(target)
     tok.save_pretrained(target)

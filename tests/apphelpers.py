@@ -35,7 +35,8 @@ REPO = Path(__file__).resolve().parent.parent
 STAGES = ("base", "sft", "aligned")
 STAGE_WORDS = re.compile(r"\b(base|sft|aligned(?:-r\d+)?|uncond)\b", re.I)
 APP_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False",
-           "TOKENIZERS_PARALLELISM": "false"}
+           "TOKENIZERS_PARALLELISM": "false",
+           "RACQ_SAMPLER_SEED": "20251"}  # the app's sampler draws replayably (racq/store/pool.py)
 
 
 @contextlib.contextmanager
@@ -53,9 +54,16 @@ def one_torch_thread():
 
 
 def free_port() -> int:
+    """A port that was free a moment ago. Racy by nature (another process may take it before our server
+    binds it): AppServer.start and serve retry with a new port when the bind fails."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# What a server that lost the port race prints or raises (uvicorn's bind error, Gradio's port scan).
+PORT_TAKEN = re.compile(r"address already in use|Errno 98|Cannot find empty port", re.I)
+START_TRIES = 5
 
 
 def adapter_hash(stage: str) -> str:
@@ -99,28 +107,51 @@ class AppServer:
 
     def __init__(self, config: Path, log: Path, port: int | None = None, extra_args=()):
         self.config, self.log_path, self.port = Path(config), Path(log), port or free_port()
+        self._port_given = port is not None  # a port the caller chose is never swapped for another
         self.extra_args, self.proc, self._log = list(extra_args), None, None
         self.url = f"http://127.0.0.1:{self.port}/"
 
     def start(self, timeout: float = 120) -> "AppServer":
+        """Start the app and wait until *our* process answers: it must still be running and its /config
+        must carry the per-server nonce title we passed (a 200 from some other server on a port we lost
+        the race for is not ours). If the port was taken, start again on a fresh one."""
+        import uuid
+
         env = dict(os.environ, **APP_ENV)
-        self._log = open(self.log_path, "a")
-        self.proc = subprocess.Popen([sys.executable, "app.py", "--config", str(self.config),
-                                      "--port", str(self.port), *self.extra_args],
-                                     cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT)
-        deadline = time.time() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"app exited ({self.proc.returncode}):\n{self.log()[-3000:]}")
-            try:
-                if urllib.request.urlopen(self.url, timeout=2).status == 200:
-                    return self
-            except OSError:
-                pass
-            if time.time() > deadline:
-                self.stop()
-                raise RuntimeError(f"app did not answer within {timeout:.0f} s:\n{self.log()[-3000:]}")
-            time.sleep(0.3)
+        for attempt in range(1, START_TRIES + 1):
+            self.nonce = f"racq-test-{uuid.uuid4().hex}"
+            self.url = f"http://127.0.0.1:{self.port}/"
+            self._log = open(self.log_path, "a")
+            self._log.write(f"--- AppServer.start: port {self.port}, try {attempt}\n")
+            self._log.flush()
+            log_from = self.log_path.stat().st_size  # this try's output starts here (bytes)
+            # --set title=<nonce> last, so neither the config file nor extra_args can override it
+            self.proc = subprocess.Popen([sys.executable, "app.py", "--config", str(self.config),
+                                          "--port", str(self.port), *self.extra_args, "--set", f"title={self.nonce}"],
+                                         cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+            deadline, other = time.monotonic() + timeout, None
+            while True:
+                if self.proc.poll() is not None:
+                    self._log.close()
+                    mine = self.log_path.read_bytes()[log_from:].decode(errors="replace")
+                    if PORT_TAKEN.search(mine) and not self._port_given and attempt < START_TRIES:
+                        self.port = free_port()
+                        break  # lost the port race: a fresh port, a fresh process
+                    raise RuntimeError(f"app exited ({self.proc.returncode}):\n{mine[-3000:]}")
+                try:
+                    with urllib.request.urlopen(self.url + "config", timeout=2) as r:
+                        title = json.loads(r.read()).get("title") if r.status == 200 else None
+                    if title == self.nonce and self.proc.poll() is None:
+                        return self
+                    other = title  # someone else's server on this port: ours will fail to bind and exit
+                except (OSError, ValueError):
+                    pass
+                if time.monotonic() > deadline:
+                    self.stop()
+                    who = f" (port {self.port} answered as {other!r}, not us)" if other else ""
+                    raise RuntimeError(f"app did not answer within {timeout:.0f} s{who}:\n{self.log()[-3000:]}")
+                time.sleep(0.3)  # the next probe; readiness is decided by the probe above, not by this wait
+        raise AssertionError("unreachable")
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -152,10 +183,17 @@ class AppServer:
 @contextlib.contextmanager
 def serve(demo):
     """Serve an in-process gr.Blocks (racq.ui.build_app) on a free loopback port, as racq.ui.launch
-    would (queue, no SSR, errors not shown); yields its URL. For tests that reach into demo.racq_context."""
+    would (queue, no SSR, errors not shown); yields its URL. For tests that reach into demo.racq_context.
+    A port taken between free_port() and the bind ("Cannot find empty port", an OSError) is retried."""
     demo.queue(default_concurrency_limit=4)
-    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), ssr_mode=False,
-                quiet=True, show_error=False, mcp_server=False)
+    for attempt in range(1, START_TRIES + 1):
+        try:
+            demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), ssr_mode=False,
+                        quiet=True, show_error=False, mcp_server=False)
+            break
+        except OSError as e:
+            if attempt == START_TRIES or not PORT_TAKEN.search(str(e)):
+                raise
     try:
         yield demo.local_url
     finally:

@@ -216,9 +216,10 @@ def build_tiny_nli(folder: Path, labels: dict[int, str]) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_nli(tmp_path_factory):
-    import torch
-    torch.manual_seed(0)
-    return build_tiny_nli(tmp_path_factory.mktemp("nli"), {0: "ENTAILMENT", 1: "NEUTRAL", 2: "CONTRADICTION"})
+    from racq.models import seeded_torch
+
+    with seeded_torch(0):  # the init's draws, without reseeding the RNG of the tests that run after
+        return build_tiny_nli(tmp_path_factory.mktemp("nli"), {0: "ENTAILMENT", 1: "NEUTRAL", 2: "CONTRADICTION"})
 
 
 def test_nli_scores_with_tiny_local_model(tiny_nli):

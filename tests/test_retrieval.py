@@ -315,8 +315,17 @@ def test_saved_real_index_reloads_with_the_same_results(real):
 
 @pytest.mark.parametrize("index_type", ["hnsw", "ivf"])
 def test_approximate_index_agrees_with_exact_on_most_top1(real, index_type, tmp_path):
+    import faiss
+
     cfg = RetrievalConfig(index_dir=str(tmp_path / "i"), index_type=index_type)
-    approx = Index.build(build_corpus(real["records"]), real["emb"], cfg, log=lambda m: None)
+    # HNSW's graph (and so its results) depends on the order OpenMP threads insert nodes: one thread
+    # makes the build, and this test's outcome, the same on every run
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        approx = Index.build(build_corpus(real["records"]), real["emb"], cfg, log=lambda m: None)
+    finally:
+        faiss.omp_set_num_threads(threads)
     queries = [ex.query for ex in real["sample"]]
     exact_top = [r[0].passage.pid for r in real["flat"].search_many(queries, 1)]
     approx_top = [r[0].passage.pid for r in approx.search_many(queries, 1)]

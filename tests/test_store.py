@@ -243,7 +243,9 @@ def test_concurrent_votes_land_exactly_once(db):
     names = [f"t{k}" for k in range(16)]
     for n in names:
         add_annotator(db, n)
-    barrier, errors, sent = threading.Barrier(16), [], []
+    # a timeout, and abort() on any error: a thread that fails between the waits breaks the barrier for
+    # all (BrokenBarrierError, reported below) instead of leaving 15 threads waiting on it forever
+    barrier, errors, sent = threading.Barrier(16, timeout=120), [], []
 
     def worker(name, seed):
         try:
@@ -260,6 +262,7 @@ def test_concurrent_votes_land_exactly_once(db):
             record_vote(db, "shared", "solo", *shared)
         except Exception as exc:  # noqa: BLE001 - surfaced below
             errors.append(exc)
+            barrier.abort()
 
     add_annotator(db, "solo")
     show0 = next_item(db, "solo", rng=random.Random(99))
@@ -268,7 +271,8 @@ def test_concurrent_votes_land_exactly_once(db):
     for t in threads:
         t.start()
     for t in threads:
-        t.join()
+        t.join(timeout=300)
+    assert not [t for t in threads if t.is_alive()], "worker threads still running after 300 s"
     assert errors == []
     rows = all_votes(db)
     ids = Counter(r["client_id"] for r in rows)

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -154,16 +153,26 @@ def test_killed_train_all_resumes_and_skips_finished_steps(tiny_lm, tmp_path):
         "gen_batch_size": 4, "chosen": "gold", "passage_tokens": 24, "warmup_steps": 0}.items()]
     cmd = [sys.executable, "-m", "racq.cli", "train", "all", *sets]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    env.pop("RACQ_TEST_KILL_AFTER", None)
     state = Path(cfg.run_dir) / "state.json"
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if state.exists() and "sft" in json.loads(state.read_text())["finished"]:
-            break
-        time.sleep(0.2)
-    assert proc.poll() is None, proc.stdout.read().decode()[-2000:]
-    os.killpg(proc.pid, signal.SIGKILL)  # kill -9 mid-chain (during uncond)
-    proc.wait()
+    log = tmp_path / "killed.log"  # a file, not a PIPE: nobody reads while it runs, and a full pipe blocks the child
+    with log.open("wb") as out:
+        # the pipeline's test hook SIGKILLs the process right after sft's state is written: a kill -9 at a
+        # known point of the chain (between sft and uncond), no poll racing the training
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                env={**env, "RACQ_TEST_KILL_AFTER": "sft"})
+        try:
+            rc = proc.wait(timeout=600)
+        except subprocess.TimeoutExpired:
+            rc = "timeout (600 s)"
+        finally:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)  # whatever it left in its session (and it, on a timeout)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+    assert rc == -signal.SIGKILL, f"rc={rc}\n" + log.read_text(errors="replace")[-2000:]
+    assert list(json.loads(state.read_text())["finished"]) == ["sft"]
     sft_mtime = (Path(cfg.adapters_dir) / "sft" / "adapter_model.safetensors").stat().st_mtime
     assert not (Path(cfg.adapters_dir) / "aligned").exists()
     from racq.models import list_stages

@@ -184,13 +184,13 @@ def test_sign_in_tells_other_screens_who_is_admin(tmp_path):
     the Feedback screen's admin check; signing out forgets it."""
     from gradio_client import Client
 
+    from apphelpers import serve
+
     users = tmp_path / "users.yaml"
     token = add_user(users, "ana", "admin")
     demo = build_app(AppConfig(db=str(tmp_path / "r.db"), adapters_dir=str(tmp_path), users_file=str(users)))
-    demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, ssr_mode=False,
-                        quiet=True)
-    try:
-        client = Client(demo.local_url, verbose=False, analytics_enabled=False, download_files=False)
+    with serve(demo) as url:  # a free port, not Gradio's scan from 7860 (a developer's `make demo` is there)
+        client = Client(url, verbose=False, analytics_enabled=False, download_files=False)
         client.predict("ana", token, api_name="/annotate_sign_in")
         ctx = demo.racq_context
         (session,) = ctx._users
@@ -198,5 +198,3 @@ def test_sign_in_tells_other_screens_who_is_admin(tmp_path):
         assert ctx.role(request) == "admin" and ctx.is_admin(request)
         client.predict(api_name="/annotate_sign_out")
         assert ctx.user(request) is None
-    finally:
-        demo.close()

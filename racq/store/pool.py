@@ -26,6 +26,7 @@ Two people who ask at the same instant may get the same fresh item; that only ad
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 from dataclasses import dataclass
 from typing import Iterable, Sequence
@@ -34,7 +35,20 @@ from racq.data import Passage
 from racq.store.db import Store, StoreError, annotator_id, dumps, one
 
 ROLES = ("annotator", "admin")
-_RNG = random.Random()
+# The sampler's default RNG (callers may pass their own). RACQ_SAMPLER_SEED=<int or text> seeds it, so a
+# run of the app (tests/apphelpers.py APP_ENV sets it; tests/conftest.py reseeds it per test) can be
+# replayed draw for draw, as far as the order of requests allows; unset (the default), it is seeded
+# from the OS, as always.
+SEED_ENV = "RACQ_SAMPLER_SEED"
+
+
+def _seed(value: str | None):
+    if not value:
+        return None
+    return int(value) if value.strip().lstrip("-").isdigit() else value
+
+
+_RNG = random.Random(_seed(os.environ.get(SEED_ENV)))
 
 # Votes that count: not undo rows and not undone. `eff` in the sampler SQL below.
 EFFECTIVE = """SELECT v.* FROM votes v WHERE v.outcome != 'undo'

@@ -10,6 +10,8 @@ step it died in resumes from its last Trainer checkpoint (or, for pairs, its las
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -18,6 +20,11 @@ from tqdm import tqdm
 from racq.config import TrainConfig
 
 STEPS = ("sft", "uncond", "pairs", "dpo")
+
+# Test hook, not a user setting: with RACQ_TEST_KILL_AFTER=<step>, train_all SIGKILLs its own process
+# right after <step>'s state is written (state.json replaced), so tests/test_train.py can kill the chain
+# at a known point instead of racing a poll against the training. Unset (always, outside tests): no effect.
+KILL_AFTER_ENV = "RACQ_TEST_KILL_AFTER"
 
 
 def _state_path(cfg: TrainConfig) -> Path:
@@ -73,5 +80,7 @@ def train_all(cfg: TrainConfig, steps=STEPS, log=print) -> dict:
                 info = run_step(cfg, step)
                 _mark(cfg, step, {**info, "seconds": round(time.time() - t, 1)})
                 log(f"[racq] {step}: finished in {time.time() - t:.0f} s")
+                if os.environ.get(KILL_AFTER_ENV) == step:  # test hook, see KILL_AFTER_ENV
+                    os.kill(os.getpid(), signal.SIGKILL)
             bar.update(1)
     return read_state(cfg)

@@ -63,12 +63,14 @@ class PromptConfig:
     passage_tokens: int = helpfield(64, "Token budget per passage; longer passages are trimmed (as in training).")
     use_chat_template: bool = helpfield(True, "Wrap the prompt in the model's chat template when it has one.")
     base_openers: list[str] = helpfield(
-        ["Which one: the", "Are you looking for the", "Do you want to know about the"],
+        ["Which one: the"] * 5 + ["Do you want to know about the"] * 3 + ["Are you looking for"] * 2,
         "Reply openers for the untuned `base` stage only, one picked per prompt by a stable hash of the "
-        "prompt (racq.prompts.base_opener). Untuned small models answer the query instead of asking, so the "
-        "base reply is primed as a question; several openers, shaped like the trained stages' and the t1 "
-        "gold questions' openings, so that a blind pair does not give base away by its first words "
-        "(bench/bench_blind_opener.py measures it). Empty list: no opener. Trained stages never get one.")
+        "prompt (racq.prompts.base_opener; repeat an opener to weight it). Untuned small models answer the "
+        "query instead of asking, so the base reply is primed as a question. One constant opener gave base "
+        "away in every blind pair; these follow how the trained stages and the t1 gold questions open "
+        "(about half 'Which ...:', then 'Do you ...', 'Are you ...'; chosen on t2 questions), and "
+        "bench/bench_blind_opener.py measures on a pool that first words no longer tell base apart. "
+        "Empty list: no opener. Trained stages never get one.")
 
 
 @dataclass

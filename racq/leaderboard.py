@@ -9,7 +9,9 @@ screen shows (the screen only formats them).
 
 From the effective votes (racq.store.effective_votes: undo rows and undone votes removed):
 win rates (tie and both_bad = half a win; skip = no game), Bradley-Terry log-strengths with a
-percentile bootstrap 95% CI over votes, the pairwise win matrix, votes per annotator, inter-annotator
+percentile bootstrap 95% CI over votes and ranks that stages share where their CIs overlap (Chatbot
+Arena's rule, rating.shared_ranks), the votes per stage pair (the ranking is provisional while a pair
+has fewer than `min_pair_votes`: provisional_notice), the pairwise win matrix, votes per annotator, inter-annotator
 agreement on items two or more people judged (Cohen's kappa for two annotators, Fleiss' for more),
 each annotator's share of 'left' among their left/right votes (sides are random, so ~0.5 is
 unbiased; exact binomial test), and the automatic faithfulness score per stage (mean option support
@@ -24,17 +26,20 @@ from collections import Counter, defaultdict
 from itertools import combinations
 
 from racq import rating
+from racq.config import MIN_PAIR_VOTES
 from racq.store import Store, effective_votes
 from racq.store.scores import stage_scores
 
 AUTO_METRIC = "option_support"  # higher = more of the question's options found in its passages
 
 
-def leaderboard(db: Store, *, n_boot: int = 1000, seed: int = 0, scorer: str | None = None) -> dict:
+def leaderboard(db: Store, *, n_boot: int = 1000, seed: int = 0, scorer: str | None = None,
+                min_pair_votes: int = MIN_PAIR_VOTES) -> dict:
     """Every number of the leaderboard as JSON-ready data (see the module docstring)."""
     votes = effective_votes(db)
     bt = rating.bradley_terry(votes, n_boot=n_boot, seed=seed)
     order = [r["stage"] for r in bt]
+    pairs = rating.pair_votes(votes, stages=order)
     m = rating.win_matrix(votes, stages=order)
     auto = stage_scores(db, scorer)
     per = defaultdict(Counter)
@@ -44,12 +49,36 @@ def leaderboard(db: Store, *, n_boot: int = 1000, seed: int = 0, scorer: str | N
                    "skip": c["skip"]} for a, c in sorted(per.items())]
     human = {r["stage"]: r["rating"] for r in bt}
     auto_main = {s: a[AUTO_METRIC] for s, a in auto.items() if a.get(AUTO_METRIC) is not None}
-    return {"n_votes": len(votes), "n_games": sum(1 for v in votes if v["outcome"] != "skip"),
+    data = {"n_votes": len(votes), "n_games": sum(1 for v in votes if v["outcome"] != "skip"),
             "win_rates": rating.win_rates(votes), "bradley_terry": bt,
             "matrix": {"stages": m["stages"], "wins": m["wins"].tolist(), "games": m["games"].tolist()},
             "annotators": annotators, "agreement": rating.agreement(votes),
             "position_bias": rating.position_bias(votes), "auto": auto, "auto_metric": AUTO_METRIC,
-            "auto_vs_human": rating.ranking_agreement(auto_main, human)}
+            "auto_vs_human": rating.ranking_agreement(auto_main, human),
+            "pair_votes": pairs, "min_pair_votes": min_pair_votes,
+            "thin_pairs": thin_pairs(pairs, min_pair_votes)}
+    data["provisional"] = bool(data["thin_pairs"])
+    data["notice"] = provisional_notice(data)  # plain text; the app formats its own with md_esc
+    return data
+
+
+def thin_pairs(pairs: list[dict], min_pair_votes: int) -> list[dict]:
+    """The pairs of rating.pair_votes with fewer than `min_pair_votes` votes: while any is left, the
+    ranking is provisional."""
+    return [p for p in pairs if p["votes"] < min_pair_votes]
+
+
+def provisional_notice(data: dict, name=str) -> str:
+    """'' when every pair of ranked stages has at least data["min_pair_votes"] votes, else the notice
+    naming each thin pair with its votes (admins and `racq rate` only: counts leak votes; the
+    published ranking says just "provisional"). `name` formats stage names (md_esc in the app)."""
+    thin = data.get("thin_pairs") or []
+    if not thin:
+        return ""
+    each = ", ".join(f"the pair {name(p['pair'][0])}–{name(p['pair'][1])} has {p['votes']} "
+                     f"vote{'' if p['votes'] == 1 else 's'}" for p in thin)
+    return (f"The ranking is provisional: {each} (fewer than {data['min_pair_votes']}"
+            f"{' each' if len(thin) > 1 else ''}).")
 
 
 # ------------------------------------------------------------------ tables (headers, rows)
@@ -60,8 +89,9 @@ def _f(x, digits: int = 2) -> str:
 
 
 def stage_table(data: dict) -> tuple[list[str], list[list]]:
-    """One row per stage: human rank, games, win rate, Elo with its CI, and the automatic scores.
-    Stages with scores but no votes yet (a new round) come last."""
+    """One row per stage: human rank (shared where the 95% intervals overlap, rating.shared_ranks),
+    games, win rate, Elo with its CI, and the automatic scores. Stages with scores but no votes yet
+    (a new round) come last."""
     headers = ["rank", "stage", "games", "win rate", "Elo", "Elo 95% CI", "option support",
                "hallucination rate", "PARENT F1", "scored"]
     rows = []
@@ -139,8 +169,10 @@ def format_text(data: dict) -> str:
     """The leaderboard as plain text tables (what `racq rate` prints)."""
     if not data["n_votes"] and not data["auto"]:
         return "No votes and no scored candidates yet: run `racq pool build`, then vote in the app."
-    parts = [f"{data['n_votes']} votes ({data['n_games']} games, skips excluded)", "",
-             "Stages (Bradley-Terry, 95% bootstrap CI):", _text_table(*stage_table(data)), "",
+    notice = provisional_notice(data)
+    parts = [f"{data['n_votes']} votes ({data['n_games']} games, skips excluded)", *([notice] if notice else []), "",
+             "Stages (Bradley-Terry, 95% bootstrap CI; overlapping intervals share a rank):",
+             _text_table(*stage_table(data)), "",
              "Pairwise:", _text_table(*matrix_table(data)), "",
              "Annotators:", _text_table(*annotator_table(data)), "", agreement_text(data)]
     return "\n".join(parts)

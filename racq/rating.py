@@ -1,11 +1,13 @@
-"""Rating statistics over pairwise votes: win rates, Bradley-Terry with bootstrap CIs, inter-annotator
-agreement (Cohen's / Fleiss' kappa), left/right position bias, and auto-vs-human ranking agreement.
+"""Rating statistics over pairwise votes: win rates, Bradley-Terry with bootstrap CIs and shared ranks
+where the CIs overlap, votes per stage pair, inter-annotator agreement (Cohen's / Fleiss' kappa),
+left/right position bias, and auto-vs-human ranking agreement.
 
     from racq.store import open_db, effective_votes
     from racq import rating
     votes = effective_votes(open_db())
     rating.bradley_terry(votes)          # [{stage, rating, ci_low, ci_high, elo, ...}] best first
     rating.agreement(votes); rating.position_bias(votes)
+    rating.pair_votes(votes)             # [{pair: [a, b], votes}] fewest first: is the ranking provisional?
     rating.ranking_agreement(auto_scores, {r["stage"]: r["rating"] for r in rating.bradley_terry(votes)})
 
 Pure functions on plain vote rows (dicts) with keys: annotator, item_id, left_candidate_id,
@@ -104,8 +106,9 @@ def bradley_terry(votes: Iterable[Mapping], *, n_boot: int = 1000, seed: int = 0
     """Bradley-Terry ratings with bootstrap CIs (votes resampled with replacement, fixed seed).
 
     Returns one dict per stage, best first: stage, games, rating (log-strength, mean 0), ci_low,
-    ci_high (percentile interval), elo / elo_low / elo_high (1000 + 400*rating/ln 10), rank.
-    P(i beats j) = 1 / (1 + exp(rating_j - rating_i)).
+    ci_high (percentile interval), elo / elo_low / elo_high (1000 + 400*rating/ln 10), and rank:
+    shared when intervals overlap (shared_ranks, Chatbot Arena's rule; with n_boot=0 the intervals
+    are points and the ranks follow the estimates). P(i beats j) = 1 / (1 + exp(rating_j - rating_i)).
     """
     games = _games(votes)
     stages = sorted({s for g in games for s in g[:2]})
@@ -143,10 +146,35 @@ def bradley_terry(votes: Iterable[Mapping], *, n_boot: int = 1000, seed: int = 0
              "ci_high": float(hi[k]), "elo": 1000 + ELO_SCALE * float(point[k]),
              "elo_low": 1000 + ELO_SCALE * float(lo[k]), "elo_high": 1000 + ELO_SCALE * float(hi[k])}
             for k, st in enumerate(stages)]
-    rows.sort(key=lambda r: -r["rating"])
-    for rank, r in enumerate(rows, 1):
+    for r, rank in zip(rows, shared_ranks([(r["ci_low"], r["ci_high"]) for r in rows])):
         r["rank"] = rank
+    # Best first: by rank, then by rating within a shared rank (as Arena's table sorts). Ranks only
+    # grow down the list, even when a wide interval gives a lower-rated stage the better rank.
+    rows.sort(key=lambda r: (r["rank"], -r["rating"]))
     return rows
+
+
+def shared_ranks(intervals: Sequence[tuple[float, float]]) -> list[int]:
+    """Ranks from confidence intervals [(low, high), ...], in the same order: stages whose intervals
+    overlap share a rank. This is Chatbot Arena's rule (lmsys FastChat's leaderboard): a stage's rank
+    is 1 + the number of stages whose lower bound is above this stage's upper bound, i.e. that are
+    better beyond the uncertainty. With point intervals (low == high, no bootstrap) it is the plain
+    competition ranking of the estimates (equal values share a rank)."""
+    return [1 + sum(1 for low, _ in intervals if low > high) for _, high in intervals]
+
+
+def pair_votes(votes: Iterable[Mapping], stages: Sequence[str] | None = None) -> list[dict]:
+    """Games (votes that are not skips) per pair of stages: [{"pair": [a, b], "votes": n}, ...] over
+    every pair of `stages` (default: the stages that have games), including pairs never compared
+    (0); fewest first, then by name."""
+    games = _games(votes)
+    stages = list(stages) if stages is not None else sorted({s for g in games for s in g[:2]})
+    count: dict[frozenset, int] = {}
+    for left, right, _ in games:
+        key = frozenset((left, right))
+        count[key] = count.get(key, 0) + 1
+    out = [{"pair": [a, b], "votes": count.get(frozenset((a, b)), 0)} for a, b in combinations(stages, 2)]
+    return sorted(out, key=lambda p: (p["votes"], p["pair"]))
 
 
 # ------------------------------------------------------------------ agreement

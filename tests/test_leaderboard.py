@@ -20,7 +20,9 @@ import pytest
 
 from apphelpers import STAGE_WORDS, AppServer, Rest, shown_token, synthetic_pool, write_config, write_users
 from racq.data import Passage
-from racq.leaderboard import (annotator_table, bt_figure, format_text, leaderboard, matrix_table, stage_table)
+from racq import rating
+from racq.leaderboard import (annotator_table, bt_figure, format_text, leaderboard, matrix_table, provisional_notice,
+                              stage_table)
 from racq.store import add_annotator, add_candidate, add_query_with_passages, make_items, open_db, record_vote
 from racq.store.scores import add_scores, stage_scores
 
@@ -104,6 +106,85 @@ def test_tables_and_text(db):
     assert "Cohen's κ" in text and "Kendall τ = 1.00" in text and "aligned-r1" in text
     fig = bt_figure(data)
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()][-1].startswith("aligned")
+
+
+def test_stages_whose_intervals_overlap_share_a_rank(db):
+    """The case of the issue: 34 votes whose point estimates order aligned > sft > base, but aligned's
+    and sft's 95% intervals overlap, so they share rank 1 (Arena's rule); base is apart, rank 3."""
+    data = leaderboard(db, n_boot=300, seed=1)
+    bt = data["bradley_terry"]
+    aligned, sft, base = bt
+    assert aligned["ci_low"] <= sft["ci_high"] and sft["ci_low"] > base["ci_high"]
+    assert [(r["stage"], r["rank"]) for r in bt] == [("aligned", 1), ("sft", 1), ("base", 3)]
+    assert [r["rank"] for r in bt] == rating.shared_ranks([(r["ci_low"], r["ci_high"]) for r in bt])
+    headers, rows = stage_table(data)
+    assert [r[:2] for r in rows] == [[1, "aligned"], [1, "sft"], [3, "base"], ["–", "aligned-r1"]]
+    lines = format_text(data).splitlines()
+    assert "overlapping intervals share a rank" in lines[lines.index("") + 1]
+    assert [ln.split()[:2] for ln in lines if ln.split()[1:2] in (["aligned"], ["sft"], ["base"])][:3] == [
+        ["1", "aligned"], ["1", "sft"], ["3", "base"]]
+
+
+def test_a_notice_while_a_stage_pair_has_few_votes(db):
+    """Every pair of the fixture has 11 votes (skips not counted): provisional under a threshold of 12,
+    not at 11 or the default 10; the notice names the pairs and their votes."""
+    data = leaderboard(db, n_boot=20, min_pair_votes=12)
+    assert [p["votes"] for p in data["pair_votes"]] == [11, 11, 11] and data["provisional"]
+    notice = ("The ranking is provisional: the pair aligned–base has 11 votes, the pair aligned–sft has 11 "
+              "votes, the pair sft–base has 11 votes (fewer than 12 each).")
+    assert data["notice"] == provisional_notice(data) == notice and notice in format_text(data)
+    assert f"**{notice}**" in screen_summary(data)  # the admin's summary on the screen
+    for over in (leaderboard(db, n_boot=20, min_pair_votes=11), leaderboard(db, n_boot=20)):
+        assert not over["provisional"] and over["thin_pairs"] == [] and over["notice"] == ""
+        assert "provisional" not in format_text(over) and "provisional" not in screen_summary(over)
+    one = {"thin_pairs": [{"pair": ["sft", "base"], "votes": 3}], "min_pair_votes": 10}
+    assert provisional_notice(one) == "The ranking is provisional: the pair sft–base has 3 votes (fewer than 10)."
+    from racq.ui import AppConfig
+
+    assert AppConfig().min_pair_votes == 10
+
+
+def screen_summary(data) -> str:
+    from racq.ui import leaderboard as screen
+
+    return screen.full_view(data)[0]
+
+
+def test_the_published_ranking_shares_ranks_and_says_provisional_without_counts(db):
+    """The annotators' view (publish_ranking, sign-in on, not an admin): the admins' shared ranks, and
+    'provisional' with no pair, count or threshold in it."""
+    pytest.importorskip("gradio")
+    from racq.ui import leaderboard as screen
+
+    for min_pair_votes, provisional in ((12, True), (11, False)):
+        ctx = types.SimpleNamespace(db=db, is_admin=lambda request: False, cfg=types.SimpleNamespace(
+            users_file="users.yaml", publish_ranking=True, min_pair_votes=min_pair_votes))
+        out = screen.refresh(ctx, None)
+        assert out[0] == (screen.RANKING + "\n\n" + screen.PROVISIONAL if provisional else screen.RANKING)
+        assert not re.search(r"\d", out[0])
+        table = out[2]["value"]
+        assert list(table.columns) == ["rank", "stage"]
+        assert table.values.tolist() == [[1, "aligned"], [1, "sft"], [3, "base"]]
+        assert screen.ranking_rows(db, min_pair_votes=min_pair_votes) == (table.values.tolist(), provisional)
+
+
+def test_rate_prints_shared_ranks_and_the_notice(db):
+    from typer.testing import CliRunner
+
+    from racq.cli import app
+
+    result = CliRunner().invoke(app, ["rate", "--db", str(db.path), "--n-boot", "300", "--min-pair-votes", "12"])
+    assert result.exit_code == 0, result.output
+    assert "The ranking is provisional: the pair aligned–base has 11 votes" in result.output
+    ranks = {ln.split()[1]: ln.split()[0] for ln in result.output.splitlines() if len(ln.split()) > 2
+             and ln.split()[1] in RANK and ln.split()[0] in ("1", "2", "3")}
+    assert ranks == {"aligned": "1", "sft": "1", "base": "3"}
+    result = CliRunner().invoke(app, ["rate", "--db", str(db.path), "--n-boot", "300", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert [(r["stage"], r["rank"]) for r in data["bradley_terry"]] == [("aligned", 1), ("sft", 1), ("base", 3)]
+    assert data["min_pair_votes"] == 10 and not data["provisional"] and data["notice"] == ""
+    assert "provisional" not in CliRunner().invoke(app, ["rate", "--db", str(db.path), "--n-boot", "50"]).output
 
 
 def test_an_empty_database_reads_cleanly(tmp_path):
@@ -261,12 +342,13 @@ def test_annotators_get_no_counts_and_no_ranking_until_it_is_published(voted_poo
 
 
 def test_a_published_ranking_shows_rank_and_stage_only(voted_pool):
-    from racq.ui.leaderboard import RANKING
+    from racq.ui.leaderboard import PROVISIONAL, RANKING
 
     with _app(voted_pool, publish=True) as rest:
         for session in (_sign_in(rest, "cat")[0], uuid.uuid4().hex):
             out, text = _board(rest, session)
-            assert out[0] == RANKING and out[2]["visible"]
+            # 8 votes per stage pair, under the default min_pair_votes of 10: provisional, no count
+            assert out[0] == RANKING + "\n\n" + PROVISIONAL and out[2]["visible"]
             assert out[2]["value"]["headers"] == ["rank", "stage"]
             assert out[2]["value"]["data"] == [[1, "aligned"], [2, "sft"], [3, "base"]]
             _assert_nothing_count_bearing(out, text)

@@ -80,6 +80,41 @@ def test_bradley_terry_stays_finite_for_an_unbeaten_stage():
     assert rows[0]["stage"] == "best" and all(math.isfinite(r["rating"]) for r in rows)
 
 
+def test_shared_ranks_follow_arenas_rule():
+    # rank = 1 + the number of stages whose lower bound is above this stage's upper bound
+    assert rating.shared_ranks([(2.0, 3.0), (0.0, 1.0), (0.5, 1.5)]) == [1, 2, 2]
+    assert rating.shared_ranks([(0.0, 1.0), (0.9, 2.0), (1.5, 3.0)]) == [2, 1, 1]  # a chain of overlaps
+    assert rating.shared_ranks([(3.0, 3.0), (1.0, 1.0), (1.0, 1.0), (0.0, 0.0)]) == [1, 2, 2, 4]  # points
+    assert rating.shared_ranks([]) == []
+
+
+def test_stages_whose_intervals_overlap_share_a_rank():
+    """'top' clearly beats 'a' and 'b'; 'a' and 'b' split evenly: ranks 1, 2, 2 from the seeded bootstrap,
+    where point estimates alone would rank them 1, 2, 3."""
+    votes = []
+    for other in ("a", "b"):
+        votes += [vote("top", other, "left")] * 27 + [vote(other, "top", "left")] * 3
+    votes += [vote("a", "b", "left")] * 16 + [vote("a", "b", "right")] * 14
+    rows = rating.bradley_terry(votes, n_boot=500, seed=3)
+    by = {r["stage"]: r for r in rows}
+    assert by["top"]["ci_low"] > max(by["a"]["ci_high"], by["b"]["ci_high"])          # apart
+    assert by["a"]["ci_low"] <= by["b"]["ci_high"] and by["b"]["ci_low"] <= by["a"]["ci_high"]  # overlap
+    assert [(r["stage"], r["rank"]) for r in rows] == [("top", 1), ("a", 2), ("b", 2)]
+    assert [r["rank"] for r in rows] == rating.shared_ranks([(r["ci_low"], r["ci_high"]) for r in rows])
+    assert rows == rating.bradley_terry(votes, n_boot=500, seed=3)  # seeded: the same ranks every time
+    # Without the bootstrap the intervals are points, and the ranks the plain order of the estimates.
+    assert [(r["stage"], r["rank"]) for r in rating.bradley_terry(votes, n_boot=0)] == [("top", 1), ("a", 2),
+                                                                                          ("b", 3)]
+
+
+def test_pair_votes_count_games_per_pair_including_unplayed_ones():
+    votes = [vote("x", "y", "left"), vote("y", "x", "tie"), vote("x", "y", "skip"), vote("y", "z", "both_bad")]
+    assert rating.pair_votes(votes) == [{"pair": ["x", "z"], "votes": 0}, {"pair": ["y", "z"], "votes": 1},
+                                        {"pair": ["x", "y"], "votes": 2}]  # skips are not games
+    assert rating.pair_votes(votes, stages=["z", "y"]) == [{"pair": ["z", "y"], "votes": 1}]
+    assert rating.pair_votes([]) == []
+
+
 def test_cohen_kappa_known_answers():
     labels = ["first", "second", "tie", "both_bad", "first"]
     assert rating.cohen_kappa(labels, labels) == 1.0

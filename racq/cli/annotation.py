@@ -10,7 +10,7 @@ from typing import List, Optional
 import typer
 
 from racq.cli import DbOpt, FormatOpt, SetOpt, _fail, app, export_app, pool_app, users_app
-from racq.config import load_config
+from racq.config import MIN_PAIR_VOTES, load_config
 
 
 # ------------------------------------------------------------------ pool, exports, ratings
@@ -97,8 +97,11 @@ def export_votes_cmd(path: Path = typer.Argument(..., help="Output file (.jsonl 
 
 @app.command("rate")
 def rate_cmd(db: Optional[Path] = DbOpt, n_boot: int = typer.Option(1000, help="Bootstrap resamples for the CIs."),
+             min_pair_votes: int = typer.Option(MIN_PAIR_VOTES, help="Fewer votes than this on any stage pair "
+                                                "(skips not counted) marks the ranking provisional."),
              as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables.")):
-    """The leaderboard: win rates, Bradley-Terry with 95% CIs, agreement, side bias, automatic scores.
+    """The leaderboard: win rates, Bradley-Terry with 95% CIs (stages whose intervals overlap share a
+    rank), agreement, side bias, automatic scores; a notice names each stage pair with too few votes.
 
     Example: racq rate --n-boot 2000
     """
@@ -106,7 +109,7 @@ def rate_cmd(db: Optional[Path] = DbOpt, n_boot: int = typer.Option(1000, help="
     from racq.store import open_db
 
     try:
-        data = leaderboard(open_db(db), n_boot=n_boot)
+        data = leaderboard(open_db(db), n_boot=n_boot, min_pair_votes=min_pair_votes)
     except Exception as e:  # noqa: BLE001
         _fail(str(e))
     print(json.dumps(data, indent=2, default=str) if as_json else format_text(data))

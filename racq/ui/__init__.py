@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from racq.config import DB_PATH, GenConfig, ModelConfig, PromptConfig, helpfield
+from racq.config import DB_PATH, MIN_PAIR_VOTES, GenConfig, ModelConfig, PromptConfig, helpfield
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,9 @@ class AppConfig:
     publish_ranking: bool = helpfield(False, "With a users file: show annotators the stage ranking (rank and "
                                              "stage only) on the Leaderboard; vote counts, per-annotator tables "
                                              "and agreement stay admin-only. No users file: everyone sees all.")
+    min_pair_votes: int = helpfield(MIN_PAIR_VOTES, "Leaderboard: while any pair of ranked stages has fewer "
+                                                    "votes than this (skips not counted), the ranking is marked "
+                                                    "provisional (admins see the pairs, annotators only the word).")
     examples: list[str] = helpfield(EXAMPLES, "Example queries offered under the Explore box.")
     host: str = helpfield("127.0.0.1", "Interface to bind; 0.0.0.0 exposes the app to your network.")
     port: int = helpfield(7860, "Port to serve on.")

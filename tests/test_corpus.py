@@ -149,6 +149,12 @@ def test_empty_text(tmp_path):
     csv_path = tmp_path / "c.csv"
     csv_path.write_text("title,text\na,b\nc,\n")
     assert _error(csv_path).startswith(f"{csv_path}:3: empty text")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq_path = tmp_path / "c.parquet"
+    pq.write_table(pa.table({"title": ["a", "b"], "text": ["fine", None]}), pq_path)
+    assert _error(pq_path) == f"{pq_path}: row 2: empty text (column 'text')"
     md = tmp_path / "docs"
     md.mkdir()
     (md / "only-heading.md").write_text("# Just a heading\n")
@@ -176,6 +182,14 @@ def test_cli_error_writes_nothing(tmp_path, monkeypatch):
     assert not (tmp_path / "indexes").exists()
     res = CliRunner().invoke(app, ["index", "build", "--passages", str(path), "--name", "../escape"])
     assert res.exit_code == 1 and "bad index name" in res.output
+    path.write_text(json.dumps(ROWS[0]) + "\n")
+    res = CliRunner().invoke(app, ["index", "build", "--passages", str(path), "--index-type", "annoy"])
+    assert res.exit_code == 1 and "unknown index_type 'annoy'" in res.output
+    res = CliRunner().invoke(app, ["index", "build", "--passages", str(path), "--overlap-words", "200"])
+    assert res.exit_code == 1 and "--overlap-words" in res.output
+    res = CliRunner().invoke(app, ["index", "build", "--name", "mine"])
+    assert res.exit_code == 1 and "give --passages PATH too" in res.output
+    assert not (tmp_path / "indexes").exists()
 
 
 # ---------------------------------------------------------------- named indexes are never rebuilt

@@ -81,6 +81,8 @@ def index_build(force: bool = typer.Option(False, help="Rebuild even when the fi
                                                   "of the next passage of the same document."),
                 embedder: Optional[str] = typer.Option(None, help="Sentence-transformers model (default: the "
                                                        "shipped MiniLM)."),
+                index_type: str = typer.Option("flat", help="flat (exact) | hnsw | ivf (approximate, for big "
+                                               "corpora)."),
                 index_root: Optional[Path] = typer.Option(None, help="Folder of named indexes (default: "
                                                           "$RACQ_INDEX_ROOT or <cache>/indexes).")):
     """Embed the shipped corpus, or your own (--passages), and write the FAISS index.
@@ -112,8 +114,9 @@ def index_build(force: bool = typer.Option(False, help="Rebuild even when the fi
         docs, chunks = read_passages(passages, title_field, text_field, chunk_words, overlap_words)
         log(f"{len(docs)} documents -> {len(chunks)} passages (at most {chunk_words} words, "
             f"{overlap_words} words overlap)")
-        cfg = retrieval.RetrievalConfig(**({"embedder": embedder} if embedder else {}),
+        cfg = retrieval.RetrievalConfig(**({"embedder": embedder} if embedder else {}), index_type=index_type,
                                         index_root=str(index_root or ""))
+        retrieval._build_params(cfg, len(chunks))  # an unknown index type fails before any embedding
         log(f"embedding {len(chunks)} passages with {cfg.embedder}")
         source = {"path": str(passages.resolve()), "format": kind, "documents": len(docs),
                   "title_field": title_field, "text_field": text_field, "chunk_words": chunk_words,

@@ -12,6 +12,20 @@ The index folder holds `index.faiss`, `passages.jsonl` and `meta.json` (embedder
 type, fingerprint, checksums, build time). The fingerprint covers the corpus passage ids in order,
 the embedder's identity (racq.embedders: its folder name and a hash of its files), the index type and its build
 parameters, and normalisation; `load_or_build` never uses an index whose fingerprint differs.
+
+Named indexes hold your own corpus (racq.corpus reads and chunks it), one folder each under
+`index_root` (default <cache>/indexes, or $RACQ_INDEX_ROOT):
+
+    racq index build --passages my-docs/ --name mine     # .jsonl / .csv / .parquet or a folder of .txt/.md
+    racq index list
+    racq ask --index mine "how do I reset the router"
+
+    index = load_named("mine")                  # or load_or_build(RetrievalConfig(index="mine"))
+
+A named index is used as it is on disk and never rebuilt: there is no corpus to rebuild it from but
+its own source file, which may have moved or changed on purpose. Loading checks it against its own
+recorded fingerprint instead (checksums, its passages' ids, and the embedder's identity now); a
+mismatch is an error that names the `racq index build --passages ... --name ...` to run.
 """
 
 from __future__ import annotations
@@ -19,6 +33,8 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import os
+import re
 import shutil
 import sys
 import tempfile
@@ -57,6 +73,11 @@ class RetrievalConfig:
     ivf_nprobe: int = helpfield(16, "ivf: lists visited per query (more = better recall, slower).")
     threads: int = helpfield(0, "FAISS OpenMP threads, process-wide; 0 = leave faiss's default. 1 is much "
                                 "faster for one query at a time on a small busy machine (bench_retrieval.py).")
+    index: str = helpfield("", "A named index of your own corpus (`racq index build --passages PATH --name NAME`), "
+                               "used as it is on disk and never rebuilt; empty = the shipped corpus's index "
+                               "at index_dir.")
+    index_root: str = helpfield("", "Folder of the named indexes, one sub-folder each; empty = $RACQ_INDEX_ROOT, "
+                                    "else <cache>/indexes.")
 
 
 class IndexMissing(RuntimeError):
@@ -65,6 +86,10 @@ class IndexMissing(RuntimeError):
 
 class IndexCorrupt(RuntimeError):
     """An index file is unreadable or does not match its checksum; the message says how to fix it."""
+
+
+class IndexStale(RuntimeError):
+    """A named index no longer matches its own recorded fingerprint (e.g. its embedder's files changed)."""
 
 
 @dataclass(frozen=True)
@@ -379,9 +404,22 @@ def load_or_build(cfg: RetrievalConfig | None = None, examples: Iterable[Example
                   embedder=None, *, passages: Sequence[Passage] | None = None, force: bool = False,
                   log: Callable[[str], None] | None = None) -> Index:
     """The index for this corpus + embedder + index type: loaded when the stored fingerprint matches,
-    else (missing, stale, corrupt, or `force`) built and saved. `index.source` says which."""
+    else (missing, stale, corrupt, or `force`) built and saved. `index.source` says which.
+
+    With `cfg.index` set, the named index is loaded as it is (load_named): never rebuilt. A folder at
+    `cfg.index_dir` that holds a named index (its meta.json records a name) is treated the same way
+    when no corpus is given, so the shipped corpus is never built over someone's own."""
     cfg = cfg or RetrievalConfig()
     log = log or _stderr
+    if cfg.index:
+        return load_named(cfg.index, cfg, embedder)
+    if passages is None and examples is None and not force:
+        try:
+            meta = Index.read_meta(cfg.index_dir)
+        except (IndexMissing, IndexCorrupt):
+            meta = {}
+        if meta.get("name"):
+            return _load_checked(Path(cfg.index_dir), meta, cfg, embedder, meta["name"])
     passages = _dedupe(passages) if passages is not None else build_corpus(examples)
     emb = as_embedder(embedder if embedder is not None else cfg.embedder)
     parts = fingerprint_parts(passages, emb, cfg)
@@ -402,13 +440,107 @@ def load_or_build(cfg: RetrievalConfig | None = None, examples: Iterable[Example
     return index
 
 
+# ---------------------------------------------------------------- named indexes (your own corpus)
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def index_root(cfg: RetrievalConfig | None = None) -> Path:
+    """Where named indexes live: cfg.index_root, else $RACQ_INDEX_ROOT, else <cache>/indexes.
+
+    Not inside the default index folder: saving that one swaps the whole folder."""
+    cfg = cfg or RetrievalConfig()
+    return Path(cfg.index_root or os.environ.get("RACQ_INDEX_ROOT") or CACHE_DIR / "indexes").expanduser()
+
+
+def check_name(name: str) -> str:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ValueError(f"bad index name {name!r}: use letters, digits, '.', '_' or '-' (at most 64, "
+                         f"starting with a letter or digit)")
+    return name
+
+
+def named_index_dir(name: str, cfg: RetrievalConfig | None = None) -> Path:
+    return index_root(cfg) / check_name(name)
+
+
+def build_named(name: str, passages: Sequence[Passage], cfg: RetrievalConfig | None = None, embedder=None,
+                source: dict | None = None, log: Callable[[str], None] | None = None) -> Index:
+    """Embed `passages` into the named index `<index_root>/<name>/` (replacing one of that name).
+
+    `source` (e.g. {"path": ..., "format": ..., "chunk_words": ...}) is recorded in meta.json."""
+    cfg = cfg or RetrievalConfig()
+    log = log or _stderr
+    folder = named_index_dir(name, cfg)
+    index = Index.build(passages, embedder, cfg, log)
+    index.meta.update(name=name, source=dict(source or {}))
+    if folder.exists():
+        log(f"replacing the index named {name!r} at {folder}")
+    index.save(folder)
+    log(f"index {name!r} saved to {folder} ({len(index)} passages, {index.meta['build_seconds']} s)")
+    return index
+
+
+def _load_checked(folder: Path, meta: dict, cfg: RetrievalConfig, embedder, name: str) -> Index:
+    """Load a named index and check it against its own recorded fingerprint (its passages, and the
+    embedder's identity now): a mismatch is an error naming the rebuild command, never a rebuild."""
+    src = (meta.get("source") or {}).get("path") or "PATH"
+    fix = f"rebuild it with `racq index build --passages {src} --name {name}`"
+    try:
+        index = Index.load(folder, embedder, cfg)
+    except IndexCorrupt as e:
+        raise IndexCorrupt(str(e).replace(FIX, fix)) from None
+    stored = meta.get("parts", {})
+    if index._embedder is None:
+        raise IndexStale(f"index {name!r} at {folder} was built with an injected embedder: pass the same one "
+                         f"(embedder=...), or {fix}")
+    now = {**stored, **{k: v for k, v in fingerprint_parts(index.passages, index.embedder, cfg).items()
+                        if k in ("format", "corpus", "n_passages", "embedder")}}
+    if fingerprint(now) != meta["fingerprint"]:
+        raise IndexStale(f"index {name!r} at {folder} does not match its recorded fingerprint "
+                         f"({_stale_reason(stored, now)}); {fix}")
+    return index
+
+
+def load_named(name: str, cfg: RetrievalConfig | None = None, embedder=None) -> Index:
+    """The named index as it is on disk (IndexMissing, IndexCorrupt or IndexStale otherwise)."""
+    cfg = cfg or RetrievalConfig()
+    folder = named_index_dir(name, cfg)
+    try:
+        meta = Index.read_meta(folder)
+    except IndexMissing:
+        have = [i["name"] for i in list_indexes(cfg)]
+        raise IndexMissing(f"no index named {name!r} at {folder}: build it with `racq index build --passages "
+                           f"PATH --name {name}`" + (f" (there are: {', '.join(have)})" if have else "")) from None
+    return _load_checked(folder, meta, cfg, embedder, name)
+
+
+def list_indexes(cfg: RetrievalConfig | None = None) -> list[dict]:
+    """The named indexes under index_root: name, passages, embedder, source, built_at, folder, status."""
+    root = index_root(cfg)
+    out = []
+    for folder in sorted(root.iterdir()) if root.is_dir() else []:
+        if not folder.is_dir() or folder.name.startswith("."):
+            continue
+        try:
+            meta = Index.read_meta(folder)
+        except (IndexMissing, IndexCorrupt) as e:
+            out.append({"name": folder.name, "folder": str(folder), "status": "corrupt", "reason": str(e)})
+            continue
+        src = meta.get("source") or {}
+        out.append({"name": meta.get("name") or folder.name, "passages": meta.get("n_passages"),
+                    "documents": src.get("documents"), "embedder": meta.get("embedder_name") or
+                    meta.get("embedder_identity"), "source": src.get("path", ""), "built_at": meta.get("built_at"),
+                    "folder": str(folder), "status": "ok"})
+    return out
+
+
 def index_info(cfg: RetrievalConfig | None = None, check: bool = True) -> dict:
     """What `racq index info` prints: status (ok/stale/missing/corrupt), why, and the stored metadata.
 
     With `check`, compares against the current corpus and embedder (no model load, no embedding).
     """
     cfg = cfg or RetrievalConfig()
-    folder = Path(cfg.index_dir)
+    folder = named_index_dir(cfg.index, cfg) if cfg.index else Path(cfg.index_dir)
     out: dict = {"folder": str(folder)}
     try:
         meta = Index.read_meta(folder)
@@ -420,6 +552,13 @@ def index_info(cfg: RetrievalConfig | None = None, check: bool = True) -> dict:
     out |= {k: v for k, v in meta.items() if k != "parts"} | {"file_bytes": files, "status": "ok"}
     if len(files) < 2:
         out |= {"status": "corrupt", "reason": f"index files missing from {folder}; {FIX}"}
+    elif check and meta.get("name"):  # a named index: checked against its own fingerprint, not the corpus
+        try:
+            _load_checked(folder, meta, cfg, None, meta["name"])
+        except (IndexCorrupt, IndexStale) as e:
+            out |= {"status": "stale" if isinstance(e, IndexStale) else "corrupt", "reason": str(e)}
+        except Exception as e:  # noqa: BLE001 - e.g. ModelMissing
+            out |= {"status": "stale", "reason": str(e)}
     elif check:
         # Only drift of the corpus or the embedder counts here; type and settings are what was stored.
         stored = meta.get("parts", {})

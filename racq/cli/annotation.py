@@ -22,23 +22,30 @@ def pool_build_cmd(n: int = typer.Option(200, "--n", help="Queries in the pool (
                    split: str = typer.Option("test", help="Data split the queries come from."),
                    batch_size: int = typer.Option(8, help="Prompts per batched generate call."),
                    base_model: Optional[str] = typer.Option(None, help="Base model folder (default: cached SmolLM2)."),
+                   adapters_dir: Optional[str] = typer.Option(None, help="Folder of stage adapters "
+                                                              "(default: models/adapters)."),
+                   index: Optional[str] = typer.Option(None, "--index", help="A named index of your own corpus "
+                                                       "(`racq index list`); default: the shipped corpus."),
                    no_score: bool = typer.Option(False, "--no-score", help="Skip the faithfulness scores."),
                    db: Optional[Path] = DbOpt):
     """Generate every stage's question for N queries, score them, and pair stages into items.
 
     Re-running adds only what is missing (e.g. a new stage aligned-r1 after `racq train dpo --from-votes`).
     Example: racq pool build --n 200
+    Example: racq pool build --n 50 --index mine
     """
-    from racq.config import ModelConfig
+    from racq.cli.ask import _model_config
     from racq.pool import build_pool
+    from racq.retrieval import RetrievalConfig
     from racq.service import Asker
 
     def show(done, total, msg):
         print(f"[pool] {msg}", file=sys.stderr, flush=True)
 
     try:
-        mc = ModelConfig() if base_model is None else ModelConfig(base_model=base_model)
-        asker = Asker.load(mc, with_scorer=not no_score)
+        mc = _model_config(base_model, adapters_dir)
+        asker = Asker.load(mc, retrieval=RetrievalConfig(embedder=mc.embedder, index=index or ""),
+                           with_scorer=not no_score)
         stats = build_pool(db, n=n, stages=stages.split(",") if stages else None, asker=asker, split=split,
                            existing=existing, batch_size=batch_size, score=not no_score, progress=show,
                            adapters_dir=mc.adapters_dir)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -13,24 +14,40 @@ from racq.cli import _fail, app, data_app, index_app, models_app
 from racq.config import describe
 
 
+def _model_config(base_model: Optional[str], adapters_dir: Optional[str]):
+    from racq.config import ModelConfig
+
+    mc = ModelConfig()
+    if base_model is not None:
+        mc.base_model = base_model
+    if adapters_dir is not None:
+        mc.adapters_dir = adapters_dir
+    return mc
+
+
 # ------------------------------------------------------------------ ask
 @app.command()
 def ask(query: str = typer.Argument(..., help="The user's query."),
         k: int = typer.Option(3, help="Passages to retrieve and put in the prompt."),
         stages: Optional[str] = typer.Option(None, help="Comma list of stages (default: all on disk)."),
         base_model: Optional[str] = typer.Option(None, help="Base model folder (default: the cached SmolLM2)."),
+        adapters_dir: Optional[str] = typer.Option(None, help="Folder of stage adapters (default: models/adapters)."),
+        index: Optional[str] = typer.Option(None, "--index", help="A named index of your own corpus "
+                                            "(`racq index list`); default: the shipped corpus."),
         as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text.")):
     """Retrieve passages for QUERY and ask one clarifying question per stage.
 
     Example: racq ask "who won the world rapid chess championship in 2017"
+    Example: racq ask --index mine "how do I reset the router"
     """
-    from racq.config import ModelConfig, PromptConfig
+    from racq.config import PromptConfig
+    from racq.retrieval import RetrievalConfig
     from racq.service import Asker
 
     t0 = time.time()
-    mc = ModelConfig() if base_model is None else ModelConfig(base_model=base_model)
+    mc = _model_config(base_model, adapters_dir)
     try:
-        asker = Asker.load(mc, PromptConfig(top_k=k))
+        asker = Asker.load(mc, PromptConfig(top_k=k), RetrievalConfig(embedder=mc.embedder, index=index or ""))
         result = asker.ask(query, k=k, stages=stages.split(",") if stages else None)
     except Exception as e:  # noqa: BLE001 - one clear line for the user, not a traceback
         _fail(str(e))
@@ -50,27 +67,115 @@ def ask(query: str = typer.Argument(..., help="The user's query."),
 
 # ------------------------------------------------------------------ index
 @index_app.command("build")
-def index_build(force: bool = typer.Option(False, help="Rebuild even when the fingerprint matches.")):
-    """Embed every passage of the shipped corpus and write the FAISS index (cached by fingerprint).
+def index_build(force: bool = typer.Option(False, help="Rebuild even when the fingerprint matches."),
+                passages: Optional[Path] = typer.Option(None, "--passages", help="Your own corpus: a .jsonl, .csv "
+                                                        "or .parquet file with title and text columns, or a folder "
+                                                        "of .txt/.md files. Default: the shipped corpus."),
+                name: Optional[str] = typer.Option(None, "--name", help="Name of the index of --passages (default: "
+                                                   "the file or folder name); it lives in <index root>/NAME/."),
+                title_field: str = typer.Option("title", help="Title column of a .jsonl/.csv/.parquet file."),
+                text_field: str = typer.Option("text", help="Text column of a .jsonl/.csv/.parquet file."),
+                chunk_words: int = typer.Option(120, help="Most words per passage; longer documents are cut at "
+                                                "sentence ends into several passages."),
+                overlap_words: int = typer.Option(20, help="Words of trailing whole sentences repeated at the start "
+                                                  "of the next passage of the same document."),
+                embedder: Optional[str] = typer.Option(None, help="Sentence-transformers model (default: the "
+                                                       "shipped MiniLM)."),
+                index_type: str = typer.Option("flat", help="flat (exact) | hnsw | ivf (approximate, for big "
+                                               "corpora)."),
+                index_root: Optional[Path] = typer.Option(None, help="Folder of named indexes (default: "
+                                                          "$RACQ_INDEX_ROOT or <cache>/indexes).")):
+    """Embed the shipped corpus, or your own (--passages), and write the FAISS index.
 
+    The shipped corpus's index is cached by fingerprint; a named index is (re)built every time.
     Example: racq index build
+    Example: racq index build --passages my-docs/ --name mine --chunk-words 120 --overlap-words 20
     """
     from racq import retrieval
 
     t = time.time()
-    idx = retrieval.load_or_build(force=force)
-    print(f"index ready: {len(idx)} passages ({time.time() - t:.1f} s)")
+    if passages is None:
+        if name is not None:
+            _fail("--name names the index of --passages: give --passages PATH too")
+        idx = retrieval.load_or_build(force=force)
+        print(f"index ready: {len(idx)} passages ({time.time() - t:.1f} s)")
+        return
+    from racq.corpus import read_passages, source_kind
+    from racq.data import DataError
+
+    log = lambda msg: print(f"[racq index] {msg}", file=sys.stderr, flush=True)  # noqa: E731
+    try:
+        name = retrieval.check_name(name or _default_name(passages))
+        if chunk_words < 1 or not 0 <= overlap_words < chunk_words:
+            raise ValueError(f"need --chunk-words >= 1 and 0 <= --overlap-words < --chunk-words; got "
+                             f"{chunk_words} and {overlap_words}")
+        kind = source_kind(passages)
+        log(f"reading {passages} ({kind})")
+        docs, chunks = read_passages(passages, title_field, text_field, chunk_words, overlap_words)
+        log(f"{len(docs)} documents -> {len(chunks)} passages (at most {chunk_words} words, "
+            f"{overlap_words} words overlap)")
+        cfg = retrieval.RetrievalConfig(**({"embedder": embedder} if embedder else {}), index_type=index_type,
+                                        index_root=str(index_root or ""))
+        retrieval._build_params(cfg, len(chunks))  # an unknown index type fails before any embedding
+        log(f"embedding {len(chunks)} passages with {cfg.embedder}")
+        source = {"path": str(passages.resolve()), "format": kind, "documents": len(docs),
+                  "title_field": title_field, "text_field": text_field, "chunk_words": chunk_words,
+                  "overlap_words": overlap_words}
+        idx = retrieval.build_named(name, chunks, cfg, source=source, log=log)
+    except (DataError, ValueError) as e:
+        _fail(f"{e}; nothing was written")
+    except Exception as e:  # noqa: BLE001 - e.g. a missing embedder model
+        _fail(str(e))
+    print(f"index {name!r} ready: {len(idx)} passages from {len(docs)} documents in "
+          f"{retrieval.named_index_dir(name, cfg)} ({time.time() - t:.1f} s)")
+    print(f"ask it: racq ask --index {name} \"QUERY\"")
 
 
-@index_app.command("info")
-def index_info():
-    """Show the index on disk: size, embedder, fingerprint, and whether it is stale.
+def _default_name(path: Path) -> str:
+    import re
 
-    Example: racq index info
+    stem = path.resolve().name if path.is_dir() else path.stem
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-._")[:64] or "corpus"
+
+
+@index_app.command("list")
+def index_list(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+               index_root: Optional[Path] = typer.Option(None, help="Folder of named indexes (default: "
+                                                         "$RACQ_INDEX_ROOT or <cache>/indexes).")):
+    """The named indexes of your own corpora: name, passages, embedder, source, built at.
+
+    Example: racq index list
     """
     from racq import retrieval
 
-    print(json.dumps(retrieval.index_info(), indent=2, default=str))
+    cfg = retrieval.RetrievalConfig(index_root=str(index_root or ""))
+    rows = retrieval.list_indexes(cfg)
+    if as_json:
+        print(json.dumps(rows, indent=2, default=str))
+        return
+    if not rows:
+        print(f"no named indexes in {retrieval.index_root(cfg)}: racq index build --passages PATH --name NAME")
+        return
+    print(f"{'name':<20} {'passages':>8}  {'embedder':<22} {'built at':<20} source")
+    for r in rows:
+        if r["status"] != "ok":
+            print(f"{r['name']:<20} {'?':>8}  {r['status']}: {r['reason']}")
+            continue
+        print(f"{r['name']:<20} {r['passages']:>8}  {str(r['embedder'])[:22]:<22} {str(r['built_at'])[:19]:<20} "
+              f"{r['source']}")
+
+
+@index_app.command("info")
+def index_info(index: Optional[str] = typer.Option(None, "--index", help="A named index (default: the "
+                                                   "shipped corpus's).")):
+    """Show the index on disk: size, embedder, fingerprint, and whether it is stale.
+
+    Example: racq index info
+    Example: racq index info --index mine
+    """
+    from racq import retrieval
+
+    print(json.dumps(retrieval.index_info(retrieval.RetrievalConfig(index=index or "")), indent=2, default=str))
 
 
 # ------------------------------------------------------------------ data

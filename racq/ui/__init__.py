@@ -53,6 +53,9 @@ class AppConfig:
     threads: int = helpfield(0, "torch.set_num_threads; 0 = torch's default.")
     stages: list[str] = helpfield([], "Stages to show and annotate (empty = every stage on disk).")
     index_dir: str = helpfield("", "Passage index folder (empty = racq.retrieval's default).")
+    index: str = helpfield("", "A named index of your own corpus (`racq index build --passages PATH --name NAME`, "
+                               "`racq index list`), used as it is and never rebuilt; empty = the shipped corpus.")
+    index_root: str = helpfield("", "Folder of the named indexes (empty = $RACQ_INDEX_ROOT or <cache>/indexes).")
     check_index: bool = helpfield(True, "Rebuild the index when the corpus or embedder changed; false = "
                                         "use the index on disk as it is (fast start, tests).")
     k: int = helpfield(3, "Passages retrieved by default in Explore.")
@@ -100,10 +103,17 @@ class AppConfig:
     def retrieval_config(self):
         from racq.retrieval import RetrievalConfig
 
-        rc = RetrievalConfig(embedder=self.embedder, k=self.k)
+        rc = RetrievalConfig(embedder=self.embedder, k=self.k, index=self.index, index_root=self.index_root)
         if self.index_dir:
             rc.index_dir = self.index_dir
         return rc
+
+    def index_folder(self) -> str:
+        """The folder the app's index is read from (the named one when `index` is set)."""
+        from racq.retrieval import named_index_dir
+
+        rc = self.retrieval_config()
+        return str(named_index_dir(rc.index, rc)) if rc.index else rc.index_dir
 
 
 def load_asker(cfg: AppConfig):
@@ -112,7 +122,10 @@ def load_asker(cfg: AppConfig):
     from racq.service import Asker
 
     rc = cfg.retrieval_config()
-    index = retrieval.load_or_build(rc) if cfg.check_index else retrieval.Index.load(rc.index_dir, cfg=rc)
+    if rc.index:  # a named index: loaded as it is on disk, never rebuilt (check_index does not apply)
+        index = retrieval.load_named(rc.index, rc)
+    else:
+        index = retrieval.load_or_build(rc) if cfg.check_index else retrieval.Index.load(rc.index_dir, cfg=rc)
     return Asker.load(cfg.model_config(), cfg.prompt_config(), rc, with_scorer=cfg.score, index=index)
 
 
@@ -310,7 +323,7 @@ def private_paths(cfg: AppConfig) -> list[str]:
     rc = cfg.retrieval_config()
     # The DB file and SQLite's side files, not its folder: a DB in /tmp must not block Gradio's own cache.
     paths = [cfg.db] + [cfg.db + suffix for suffix in ("-wal", "-shm", "-journal")]
-    paths += [cfg.base_model, cfg.adapters_dir, rc.index_dir]
+    paths += [cfg.base_model, cfg.adapters_dir, rc.index_dir, cfg.index_folder()]
     if cfg.users_file:
         paths.append(cfg.users_file)
     return [str(Path(p).expanduser().resolve()) for p in paths if p]

@@ -169,8 +169,8 @@ def report_markdown(metrics: dict) -> str:
            "`hallucinated` = the question offers at least one option the passages do not support; a question "
            "with no option cannot hallucinate one, so read it with `has options`. `uncond` is the query-only "
            "model: it sees no passages and is scored against the passages the other stages saw."
-           + (" `base` replies are primed with one of " + ", ".join(f'"{o}"' for o in cfg["base_openers"])
-              + " (picked per query; untuned, it answers instead of asking)."
+           + (" `base` replies are primed with an opener picked per query from " + _openers_text(cfg["base_openers"])
+              + " (untuned, it answers instead of asking)."
               if "base" in cfg["stages"] and cfg.get("base_openers") else ""),
            "", f"NLI: {metrics['nli'] if metrics['nli'] == NLI_SKIPPED else 'model ' + str(metrics['nli'])}.", ""]
     names = metrics["metrics"]
@@ -249,3 +249,9 @@ def write_run(folder: Path, rows: Sequence[dict], metrics: dict) -> Path:
     (folder / "report.md").write_text(report_markdown(metrics), encoding="utf-8")
     plot(metrics, folder / "plots.png")
     return folder
+
+
+def _openers_text(openers) -> str:
+    """'"Which one: the" (5 in 10), "Do you ..." (3 in 10)': each opener once, with its weight."""
+    counts = {o: list(openers).count(o) for o in dict.fromkeys(openers)}
+    return ", ".join(f'"{o}" ({n} in {len(openers)})' for o, n in counts.items())

@@ -99,8 +99,7 @@ def _check_fields(client_id, *, skip_reason=None, rationale=None, required: bool
             raise StoreError(f"{field} must be text of at most {limit} characters, got {got}; nothing saved")
 
 
-def undo_last(db: Store, annotator: str, client_id: str | None = None,
-              keep_skip_reasons: Iterable[str] = ()) -> dict | None:
+def undo_last(db: Store, annotator: str, client_id: str | None = None) -> dict | None:
     """Cancel `annotator`'s most recent effective vote by appending an 'undo' row.
 
     Returns the undone vote's row plus `withdrawn` (bool), or None when there is nothing left to undo.
@@ -108,11 +107,9 @@ def undo_last(db: Store, annotator: str, client_id: str | None = None,
     vote would not be blind, so the same transaction also withdraws the item from them: a 'skip' row
     with reason WITHDRAWN (which undo passes over, never takes back); the item goes to other
     annotators. Otherwise next_item serves the item to them again first. Both rows land or neither.
-    Pass a client_id to make a double click undo once. Skips whose reason is in keep_skip_reasons are
-    passed over too.
+    Pass a client_id to make a double click undo once.
     """
     _check_fields(client_id, required=False)
-    keep = [WITHDRAWN, *(str(r) for r in keep_skip_reasons)]
     client_id = client_id or uuid.uuid4().hex
     with db.write() as conn:
         aid = annotator_id(conn, annotator)
@@ -121,9 +118,8 @@ def undo_last(db: Store, annotator: str, client_id: str | None = None,
             if prior["outcome"] != "undo" or prior["annotator_id"] != aid:
                 raise StoreError(f"client_id {client_id!r} was already used for vote {prior['id']}")
             return _undone_row(conn, aid, prior["undoes_vote_id"])
-        kept = f" AND NOT (outcome = 'skip' AND skip_reason IN ({', '.join('?' * len(keep))}))"
-        last = one(conn, f"WITH eff AS ({EFFECTIVE}) SELECT * FROM eff WHERE annotator_id = ?{kept} "
-                   "ORDER BY id DESC LIMIT 1", [aid, *keep])
+        last = one(conn, f"WITH eff AS ({EFFECTIVE}) SELECT * FROM eff WHERE annotator_id = ? "
+                   "AND NOT (outcome = 'skip' AND skip_reason = ?) ORDER BY id DESC LIMIT 1", [aid, WITHDRAWN])
         if last is None:
             return None
         conn.execute("INSERT INTO votes (client_id, annotator_id, item_id, left_candidate_id, "

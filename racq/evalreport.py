@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
@@ -253,5 +254,5 @@ def write_run(folder: Path, rows: Sequence[dict], metrics: dict) -> Path:
 
 def _openers_text(openers) -> str:
     """'"Which one: the" (5 in 10), "Do you ..." (3 in 10)': each opener once, with its weight."""
-    counts = {o: list(openers).count(o) for o in dict.fromkeys(openers)}
+    counts = Counter(openers)  # keeps first-seen order
     return ", ".join(f'"{o}" ({n} in {len(openers)})' for o, n in counts.items())

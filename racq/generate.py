@@ -26,7 +26,7 @@ from transformers.generation.logits_process import (TemperatureLogitsWarper, Top
 
 from racq.config import ADAPTERS_DIR, DEFAULT_BASE_MODEL, GenConfig, PromptConfig
 from racq.data import Passage
-from racq.models import BASE_STAGE, list_stages, load_base, seeded_torch
+from racq.models import BASE_STAGE, Stage, list_stages, load_base, seeded_torch, stage_order
 from racq.prompts import base_opener, extract_question, passage_prompt_messages, query_prompt_messages, render
 
 log = logging.getLogger(__name__)
@@ -136,8 +136,6 @@ class StageModel:
         """Attach one more adapter to the loaded base, in place (PEFT load_adapter; the other stages stay
         loaded): how a running app takes a freshly trained round without a restart. Returns False when
         that adapter (same files) is already loaded. A broken adapter raises; .errors keeps why."""
-        from racq.models import Stage, stage_order
-
         stage = Stage(name, Path(path), {})
         digest = stage.adapter_hash
         with self.lock:  # generation switches adapters on this model: never attach mid-generate

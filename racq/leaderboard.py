@@ -33,13 +33,19 @@ from racq.store.scores import stage_scores
 AUTO_METRIC = "option_support"  # higher = more of the question's options found in its passages
 
 
+def ranking(votes: list[dict], *, n_boot: int = 1000, seed: int = 0) -> tuple[list[dict], list[dict]]:
+    """(Bradley-Terry rows best first, votes per pair of ranked stages): the ranking both the full
+    leaderboard and the published rank-only view show, so the two always agree."""
+    bt = rating.bradley_terry(votes, n_boot=n_boot, seed=seed)
+    return bt, rating.pair_votes(votes, stages=[r["stage"] for r in bt])
+
+
 def leaderboard(db: Store, *, n_boot: int = 1000, seed: int = 0, scorer: str | None = None,
                 min_pair_votes: int = MIN_PAIR_VOTES) -> dict:
     """Every number of the leaderboard as JSON-ready data (see the module docstring)."""
     votes = effective_votes(db)
-    bt = rating.bradley_terry(votes, n_boot=n_boot, seed=seed)
+    bt, pairs = ranking(votes, n_boot=n_boot, seed=seed)
     order = [r["stage"] for r in bt]
-    pairs = rating.pair_votes(votes, stages=order)
     m = rating.win_matrix(votes, stages=order)
     auto = stage_scores(db, scorer)
     per = defaultdict(Counter)
@@ -169,7 +175,7 @@ def format_text(data: dict) -> str:
     """The leaderboard as plain text tables (what `racq rate` prints)."""
     if not data["n_votes"] and not data["auto"]:
         return "No votes and no scored candidates yet: run `racq pool build`, then vote in the app."
-    notice = provisional_notice(data)
+    notice = data["notice"]  # leaderboard() already wrote it
     parts = [f"{data['n_votes']} votes ({data['n_games']} games, skips excluded)", *([notice] if notice else []), "",
              "Stages (Bradley-Terry, 95% bootstrap CI; overlapping intervals share a rank):",
              _text_table(*stage_table(data)), "",

@@ -35,6 +35,7 @@ from racq.data import Passage
 from racq.store.db import Store, StoreError, annotator_id, dumps, one
 
 ROLES = ("annotator", "admin")
+MAX_NAME_CHARS = 64  # annotator names (racq.ui.users checks the same limit before signing anyone in)
 # The sampler's default RNG (callers may pass their own). RACQ_SAMPLER_SEED=<int or text> seeds it, so a
 # run of the app (tests/apphelpers.py APP_ENV sets it; tests/conftest.py reseeds it per test) can be
 # replayed draw for draw, as far as the order of requests allows; unset (the default), it is seeded
@@ -74,9 +75,9 @@ class Showing:
 def add_annotator(db: Store, name: str, role: str = "annotator") -> dict:
     """Create an annotator (or return the existing one with that name and role)."""
     name = (name or "").strip()
-    if not name or len(name) > 64:
+    if not name or len(name) > MAX_NAME_CHARS:
         # the length, not the name: a 20,000-character name would make an unreadable message
-        raise StoreError(f"annotator name must be 1-64 characters, got {len(name)}")
+        raise StoreError(f"annotator name must be 1-{MAX_NAME_CHARS} characters, got {len(name)}")
     if role not in ROLES:
         raise StoreError(f"role must be one of {ROLES}, got {role!r}")
     with db.write() as conn:

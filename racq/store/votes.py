@@ -126,9 +126,10 @@ def undo_last(db: Store, annotator: str, client_id: str | None = None) -> dict |
                      "right_candidate_id, outcome, undoes_vote_id) VALUES (?,?,?,?,?,'undo',?)",
                      [client_id, aid, last["item_id"], last["left_candidate_id"],
                       last["right_candidate_id"], last["id"]])
-        if _revealed(conn, aid, (last["left_candidate_id"], last["right_candidate_id"])):
+        withdrawn = _revealed(conn, aid, (last["left_candidate_id"], last["right_candidate_id"]))
+        if withdrawn:
             _withdraw(conn, aid, last, f"{client_id}-withdrawn")
-        return _undone_row(conn, aid, last["id"])
+        return _undone_row(conn, aid, last["id"], withdrawn)
 
 
 def _revealed(conn, aid: int, candidate_ids) -> bool:
@@ -145,11 +146,15 @@ def _withdraw(conn, aid: int, vote: dict, client_id: str) -> None:
                   WITHDRAWN])
 
 
-def _undone_row(conn, aid: int, vote_id: int) -> dict:
+def _undone_row(conn, aid: int, vote_id: int, withdrawn: bool | None = None) -> dict:
+    """The undone vote's row plus `withdrawn`; looked up only when the caller does not know it (a replayed
+    undo, whose client_id was already used)."""
     row = one(conn, _ROW.format(src="votes") + " WHERE v.id = ?", [vote_id])
-    row["withdrawn"] = one(conn, "SELECT 1 AS x FROM votes WHERE annotator_id = ? AND item_id = ? AND "
-                           "outcome = 'skip' AND skip_reason = ? AND id > ?",
-                           [aid, row["item_id"], WITHDRAWN, vote_id]) is not None
+    if withdrawn is None:
+        withdrawn = one(conn, "SELECT 1 AS x FROM votes WHERE annotator_id = ? AND item_id = ? AND "
+                        "outcome = 'skip' AND skip_reason = ? AND id > ?",
+                        [aid, row["item_id"], WITHDRAWN, vote_id]) is not None
+    row["withdrawn"] = withdrawn
     return row
 
 

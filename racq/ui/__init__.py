@@ -136,7 +136,7 @@ class AppContext:
     asker(): the Asker, loaded once on first use (thread-safe); a failed load raises again on the next
     call, so a missing model never kills the annotation screens. stages(): visible stage names on
     disk (no model load). load_stage(name): attach a new adapter to the loaded model in place (no
-    restart); reload_stages() instead re-reads the folder and drops a rebuildable Asker.
+    restart).
     user(request)/role(request)/is_admin(request): who signed in on the Annotate tab in this browser
     session (server-side; `session` is the same as a gr.State). jobs: the background job runner.
     """
@@ -182,13 +182,6 @@ class AppContext:
         if self._stages is None:
             self._stages = stage_names(self.cfg)
         return list(self._stages)
-
-    def reload_stages(self) -> list[str]:
-        with self._load_lock:
-            self._stages = None
-            if self.asker_factory is None:  # an injected Asker cannot be rebuilt; a loaded one can
-                self._asker = None
-        return self.stages()
 
     def load_stage(self, name: str) -> str:
         """Make a stage trained while the app runs usable now, whether or not a page is open: the disk

@@ -25,9 +25,8 @@ from __future__ import annotations
 
 import gradio as gr  # at module level: the handler's `gr.Request` hint must resolve for Gradio to inject it
 
-from racq import rating
 from racq.config import MIN_PAIR_VOTES
-from racq.leaderboard import (agreement_text, annotator_table, bt_figure, leaderboard, matrix_table,
+from racq.leaderboard import (agreement_text, annotator_table, bt_figure, leaderboard, matrix_table, ranking,
                               provisional_notice, stage_table, thin_pairs)
 from racq.store import effective_votes
 from racq.ui.render import md_esc
@@ -77,10 +76,8 @@ def ranking_rows(db, n_boot: int = 1000, min_pair_votes: int = MIN_PAIR_VOTES) -
     (same n_boot, same seed), so stages whose 95% intervals overlap share a rank here too (a few
     tens of milliseconds for a handful of stages). Only the rank, the stage and whether any pair has
     fewer than `min_pair_votes` votes leave this function: no count, interval or per-annotator number."""
-    votes = effective_votes(db)
-    bt = rating.bradley_terry(votes, n_boot=n_boot)
-    provisional = bool(thin_pairs(rating.pair_votes(votes, stages=[r["stage"] for r in bt]), min_pair_votes))
-    return [[r["rank"], r["stage"]] for r in bt], provisional
+    bt, pairs = ranking(effective_votes(db), n_boot=n_boot)
+    return [[r["rank"], r["stage"]] for r in bt], bool(thin_pairs(pairs, min_pair_votes))
 
 
 def refresh(ctx, request, n_boot: int = 1000) -> list:

@@ -29,10 +29,11 @@ from pathlib import Path
 
 import yaml
 
+from racq.store.pool import MAX_NAME_CHARS
+
 SCHEME = "pbkdf2_sha256"
 ITERATIONS = 200_000
 ROLES = ("annotator", "admin")
-MAX_NAME_CHARS = 64  # as racq.store.add_annotator
 MAX_TOKEN_CHARS = 256  # issued tokens are 16 characters; anything this long is refused before hashing
 
 

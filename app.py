@@ -3,8 +3,11 @@
     python app.py                                   # or: make demo
     python app.py --port 7861 --db /tmp/racq.db
     python app.py --config my-app.yaml --set users_file=annotations/users.yaml
+    python app.py --study annotations/study.example.yaml    # one study = one YAML + one database
 
 --config takes a YAML file of racq.ui.AppConfig settings; --set key=value overrides any of them.
+--study takes a study file (racq.study.StudyConfig: guidelines, skip reasons, button labels, overlap,
+reveal_after_vote, its database); a bad one stops here with every problem named, before any server.
 The app binds 127.0.0.1 unless --host says otherwise; --share (a public Gradio link) is off by default.
 """
 
@@ -25,21 +28,23 @@ def main(argv=None) -> int:
     p.add_argument("--host", help="interface to bind (default 127.0.0.1)")
     p.add_argument("--db", help="annotation database file (default annotations/racq.db)")
     p.add_argument("--config", help="YAML file of AppConfig settings")
+    p.add_argument("--study", help="study file (YAML of racq.study.StudyConfig settings)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting")
     p.add_argument("--share", action="store_true", help="also open a public Gradio share link")
     args = p.parse_args(argv)
 
     from racq.config import load_config
-    from racq.ui import AppConfig, launch
+    from racq.ui import AppConfig, apply_study, launch
 
     overrides = list(args.set)
-    for key in ("port", "host", "db"):
+    for key in ("port", "host", "db", "study"):
         if getattr(args, key) is not None:
             overrides.append(f"{key}={getattr(args, key)}")
     if args.share:
         overrides.append("share=true")
     try:
         cfg = load_config(AppConfig, args.config, overrides)
+        apply_study(cfg)  # a bad study file fails here, with its file and keys, not as a traceback later
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

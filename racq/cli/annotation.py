@@ -142,15 +142,22 @@ def users_add(name: str = typer.Argument(..., help="Annotator name."),
 @app.command("app")
 def app_cmd(port: int = typer.Option(7860, help="Port."), host: str = typer.Option("127.0.0.1", help="Interface."),
             config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML of AppConfig settings."),
+            study: Optional[Path] = typer.Option(None, "--study", help="A study file: its guidelines, skip reasons, "
+                                                 "button labels, overlap, reveal and database "
+                                                 "(annotations/study.example.yaml shows every key)."),
             set_: Optional[List[str]] = SetOpt):
-    """Serve the app (same as `python app.py`).
+    """Serve the app (same as `python app.py`). One study = one YAML + one database: a bad study file
+    stops here, naming the file and each bad key.
 
     Example: racq app --port 7861 --set users_file=annotations/users.yaml
+    Example: racq app --study annotations/study.example.yaml
     """
-    from racq.ui import AppConfig, launch
+    from racq.ui import AppConfig, apply_study, launch
 
+    sets = [*(set_ or []), f"port={port}", f"host={host}", *([f"study={study}"] if study else [])]
     try:
-        cfg = load_config(AppConfig, config, [*(set_ or []), f"port={port}", f"host={host}"])
+        cfg = load_config(AppConfig, config, sets)
+        apply_study(cfg)  # before any server: errors name the study file and its keys
     except (ValueError, OSError) as e:
         _fail(str(e))
     launch(cfg)

@@ -222,14 +222,17 @@ def models_list(all_: bool = typer.Option(False, "--all", help="Include hidden s
 
 
 @app.command("config")
-def config_show(what: str = typer.Argument("train", help="train | model | prompt | gen")):
-    """Every setting with its default and help.
+def config_show(what: str = typer.Argument("train", help="train | model | prompt | gen | study")):
+    """Every setting with its default and help (study: the keys of a `racq app --study` file).
 
     Example: racq config train
+    Example: racq config study
     """
     from racq import config as c
+    from racq.study import StudyConfig
 
-    classes = {"train": c.TrainConfig, "model": c.ModelConfig, "prompt": c.PromptConfig, "gen": c.GenConfig}
+    classes = {"train": c.TrainConfig, "model": c.ModelConfig, "prompt": c.PromptConfig, "gen": c.GenConfig,
+               "study": StudyConfig}
     if what not in classes:
         _fail(f"unknown settings group {what!r}; one of {', '.join(classes)}")
     print(describe(classes[what]))

@@ -3,6 +3,7 @@ modules are present, Leaderboard and Feedback training.
 
     python app.py                                  # http://127.0.0.1:7860 (make demo does this)
     python app.py --port 7861 --db /tmp/racq.db --config my-app.yaml
+    python app.py --study annotations/study.example.yaml    # a study: its guidelines, labels, database
 
     from racq.ui import AppConfig, build_app
     demo = build_app(AppConfig(db="/tmp/racq.db"))  # a gr.Blocks; launch(cfg) adds the hotkeys
@@ -16,6 +17,8 @@ Every screen is a module with `build(ctx)`, called inside its gr.Tab. `ctx` is a
     ctx.user(request) / ctx.role(request) / ctx.is_admin(request)   who signed in on Annotate in that
                          browser session (`request`: the handler's gr.Request); ctx.session: same, as gr.State
     ctx.train_cfg        TrainConfig from cfg.train_config, or None
+    ctx.study            racq.study.StudyConfig: guidelines, skip reasons, button labels, study name
+                         (its db/overlap/reveal_after_vote are copied into ctx.cfg, which screens read)
 A build() may return {"refresh": fn, "refresh_outputs": [...]} (or "outputs"): the shell calls it
 when the tab is opened.
 """
@@ -31,6 +34,7 @@ from pathlib import Path
 from typing import Callable
 
 from racq.config import DB_PATH, MIN_PAIR_VOTES, GenConfig, ModelConfig, PromptConfig, helpfield
+from racq.study import StudyConfig, StudyError, load_study
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +93,9 @@ class AppConfig:
     train_config: str = helpfield("", "YAML of TrainConfig settings for rounds started on the Feedback "
                                       "screen (empty = defaults with this app's base model and adapters).")
     title: str = helpfield("RACQ: faithful clarifying questions", "Browser tab title.")
+    study: str = helpfield("", "A study file (YAML of racq.study.StudyConfig: guidelines, skip reasons, button "
+                               "labels, overlap, reveal_after_vote and its own db); it then owns db, overlap "
+                               "and reveal_after_vote. Empty: the defaults and the settings above.")
 
     def model_config(self) -> ModelConfig:
         return ModelConfig(base_model=self.base_model, embedder=self.embedder, adapters_dir=self.adapters_dir,
@@ -143,6 +150,7 @@ class AppContext:
 
     cfg: AppConfig
     db: object  # racq.store.Store
+    study: StudyConfig = field(default_factory=StudyConfig)
     session: object = None  # gr.State: {"name", "role"} after sign-in, else None
     asker_factory: Callable[[], object] | None = None
     _asker: object = field(default=None, repr=False)
@@ -254,11 +262,30 @@ def recover_rounds(db) -> list[dict]:
     return stale
 
 
+# The settings a study file owns (racq.study): with --study they come from the file, not the app's settings.
+STUDY_SETTINGS = ("db", "overlap", "reveal_after_vote")
+
+
+def apply_study(cfg: AppConfig) -> tuple[AppConfig, StudyConfig]:
+    """(cfg with the study's db, overlap and reveal_after_vote, the StudyConfig). Raises StudyError for a
+    bad study file, or when the app's settings also set one of those three to something else (which
+    one wins would be a guess). No cfg.study: cfg unchanged and the default study."""
+    if not cfg.study:
+        return cfg, StudyConfig(db=cfg.db, overlap=cfg.overlap, reveal_after_vote=cfg.reveal_after_vote)
+    study = load_study(cfg.study)
+    clash = [f"{k} (the study: {getattr(study, k)!r}, the app settings: {getattr(cfg, k)!r})"
+             for k in STUDY_SETTINGS if getattr(cfg, k) not in (_default(AppConfig, k), getattr(study, k))]
+    if clash:
+        raise StudyError(f"{cfg.study}: {'; '.join(clash)}: with a study file these come from the file; "
+                         f"set them there and drop them from --db/--set/--config")
+    return dataclasses.replace(cfg, **{k: getattr(study, k) for k in STUDY_SETTINGS}), study
+
+
 def make_context(cfg: AppConfig | None = None, asker=None) -> AppContext:
     from racq.store import open_db
 
-    cfg = cfg or AppConfig()
-    ctx = AppContext(cfg, open_db(cfg.db))
+    cfg, study = apply_study(cfg or AppConfig())
+    ctx = AppContext(cfg, open_db(cfg.db), study)
     recover_rounds(ctx.db)
     if callable(asker) and not hasattr(asker, "ask"):
         ctx.asker_factory = asker
@@ -319,6 +346,8 @@ def private_paths(cfg: AppConfig) -> list[str]:
     paths += [cfg.base_model, cfg.adapters_dir, rc.index_dir, cfg.index_folder()]
     if cfg.users_file:
         paths.append(cfg.users_file)
+    if cfg.study:
+        paths.append(cfg.study)
     return [str(Path(p).expanduser().resolve()) for p in paths if p]
 
 
@@ -326,9 +355,9 @@ def launch(cfg: AppConfig | None = None, asker=None, **launch_kw):
     """Build and serve the app (blocks until stopped). Gradio 6: head/css go to launch()."""
     from racq.ui.theme import CSS, HOTKEYS_JS
 
-    cfg = cfg or AppConfig()
-    demo = build_app(cfg, asker)
+    demo = build_app(cfg or AppConfig(), asker)
     ctx = demo.racq_context
+    cfg = ctx.cfg  # with the study's settings applied (its database is a private path too)
     if cfg.preload and not ctx.asker_loaded:
         def _preload():
             try:
@@ -344,5 +373,5 @@ def launch(cfg: AppConfig | None = None, asker=None, **launch_kw):
     return demo.launch(**kw)
 
 
-__all__ = ["AppConfig", "AppContext", "EXAMPLES", "build_app", "launch", "load_asker", "make_context",
-           "private_paths", "stage_names"]
+__all__ = ["AppConfig", "AppContext", "EXAMPLES", "STUDY_SETTINGS", "apply_study", "build_app", "launch",
+           "load_asker", "make_context", "private_paths", "stage_names"]

@@ -6,6 +6,8 @@ clarifying questions, press a key.
 Keys: 1 left better, 2 right better, 3 both good / tie, 4 both bad, S skip (pick a reason first),
 U undo (the item on screen stays; the undone item comes back next, or, once its stages were
 revealed, goes to another annotator). Guidelines: annotations/guidelines.md (one click away).
+A study file (racq.study, `--study`) sets the guidelines, the skip reasons and the button texts
+(ctx.study); the stored outcome of each button never changes.
 
 Blindness: which stage wrote which question lives only in the server-side gr.State (candidate ids)
 and in the database; the browser gets the two texts and an opaque per-showing id. The stages are
@@ -21,8 +23,9 @@ sign-ins never holds up anyone's votes.
 
 Bounds: every value the browser sends is checked before anything is stored (check_vote_inputs, and
 again in racq.store): the showing id must look like one the server issued, the rationale is at most
-MAX_RATIONALE_CHARS, a skip reason must be one of SKIP_REASONS; names and tokens are bounded in
-racq.ui.users. Failed sign-ins are throttled per name and per client address (racq.ui.throttle).
+MAX_RATIONALE_CHARS, a skip reason must be one the screen offers (ctx.study.skip_reasons); names
+and tokens are bounded in racq.ui.users. Failed sign-ins are throttled per name and per client
+address (racq.ui.throttle).
 """
 
 # No `from __future__ import annotations` here: Gradio reads the handlers' `request: gr.Request` hints
@@ -31,32 +34,28 @@ import re
 import time
 import uuid
 
-from racq.config import REPO_ROOT
 from racq.store import (WITHDRAWN, StoreError, add_annotator, get_annotator, next_item, progress,
                         record_vote, stage_of_candidate, undo_last, votes_for_annotator)
 from racq.store.votes import MAX_RATIONALE_CHARS
-from racq.ui.render import esc, message_html, passages_html, table_html
+from racq.study import SKIP_REASONS
+from racq.ui.render import esc, md_esc, message_html, passages_html, table_html
 from racq.ui.throttle import SignInGuard
 from racq.ui.users import MAX_NAME_CHARS, MAX_TOKEN_CHARS, SignInError, check_sign_in, load_users
 
-GUIDELINES = REPO_ROOT / "annotations" / "guidelines.md"
-# outcome, button label, key, elem_id (racq.ui.theme.KEYS maps the keys to the same ids)
-OUTCOMES = [("left", "Left is better [1]", "vote-left"), ("right", "Right is better [2]", "vote-right"),
-            ("tie", "Both good / tie [3]", "vote-tie"), ("both_bad", "Both bad [4]", "vote-bad")]
-LABELS = {"left": "left is better", "right": "right is better", "tie": "both good / tie",
-          "both_bad": "both bad", "skip": "skipped"}
-SKIP_REASONS = ["passages do not help", "I do not understand the query", "questions say the same thing",
-                "cannot judge / other"]
+# stored outcome, key, elem_id (racq.ui.theme.KEYS maps the keys to the same ids); the button's text
+# is the study's label for the outcome plus its key
+OUTCOMES = [("left", "1", "vote-left"), ("right", "2", "vote-right"), ("tie", "3", "vote-tie"),
+            ("both_bad", "4", "vote-bad")]
 KEEP_SHOWINGS = 50  # per session: enough to recognise late double clicks, small enough to forget
 SHOWING_ID = re.compile(r"[0-9a-f]{32}")  # what show_next issues (uuid4().hex)
 SIGNIN_QUEUE = dict(concurrency_id="signin", concurrency_limit=2)  # apart from the votes' slot
 
 
-def guidelines_text() -> str:
-    try:
-        return GUIDELINES.read_text(encoding="utf-8")
-    except OSError:
-        return "Guidelines are missing (annotations/guidelines.md)."
+def said(ctx, outcome: str) -> str:
+    """An outcome's label as the middle of a sentence ("recorded: left is better"): a capital that only
+    starts a sentence is lowered, one that means something ("A is better", "OK") is kept."""
+    label = ctx.study.label(outcome)
+    return label[0].lower() + label[1:] if label[1:2].islower() else label
 
 
 def _stages(ctx):
@@ -105,10 +104,12 @@ def show_next(ctx, user: dict, st: dict) -> dict:
     return out
 
 
-def check_vote_inputs(token, rationale=None, reason=None, refused: str = "not saved") -> str | None:
+def check_vote_inputs(token, rationale=None, reason=None, refused: str = "not saved",
+                      reasons=SKIP_REASONS) -> str | None:
     """What is wrong with the values the browser sent with a vote or an undo, as a message for the
     screen (starting with `refused`); None when they are fine. Runs first, so a bad value stores nothing.
-    An empty token is fine here: it means nothing is on screen, which vote/undo answer themselves."""
+    An empty token is fine here: it means nothing is on screen, which vote/undo answer themselves.
+    `reasons`: the skip reasons the screen offers (the study's)."""
     if token and not (isinstance(token, str) and SHOWING_ID.fullmatch(token)):
         return f"{refused}: this page sent an item id the server never issued; reload the page"
     if rationale is not None and not isinstance(rationale, str):
@@ -116,14 +117,14 @@ def check_vote_inputs(token, rationale=None, reason=None, refused: str = "not sa
     if len((rationale or "").strip()) > MAX_RATIONALE_CHARS:
         return (f"{refused}: your note is {len(rationale.strip()):,} characters; at most "
                 f"{MAX_RATIONALE_CHARS:,} are kept (shorten it and vote again)")
-    if reason not in (None, "", *SKIP_REASONS):
+    if reason not in (None, "", *reasons):
         return f"{refused}: pick one of the offered skip reasons"
     return None
 
 
 def vote(ctx, user: dict, st: dict, token: str, outcome: str, rationale: str = "", reason: str | None = None):
     """Record one vote for the showing `token`. Returns (recorded: bool, message, reveal html)."""
-    if bad := check_vote_inputs(token, rationale, reason):
+    if bad := check_vote_inputs(token, rationale, reason, reasons=ctx.study.skip_reasons):
         return False, bad, None
     show = st["shown"].get(token or "")
     if token in st["used"]:
@@ -140,9 +141,9 @@ def vote(ctx, user: dict, st: dict, token: str, outcome: str, rationale: str = "
     reveal = None
     if ctx.cfg.reveal_after_vote:
         left, right = (stage_of_candidate(ctx.db, show[k]) for k in ("left_id", "right_id"))
-        reveal = (f"<div>Recorded: <b>{esc(LABELS[outcome])}</b>. That pair was left = <b>{esc(left)}</b>, "
+        reveal = (f"<div>Recorded: <b>{esc(said(ctx, outcome))}</b>. That pair was left = <b>{esc(left)}</b>, "
                   f"right = <b>{esc(right)}</b>.</div>")
-    what = f"skipped ({reason})" if outcome == "skip" else LABELS[outcome]
+    what = f"skipped ({reason})" if outcome == "skip" else said(ctx, outcome)
     return True, f"recorded: {what}", reveal
 
 
@@ -165,7 +166,7 @@ def undo(ctx, user: dict, st: dict, token: str):
     st["used"] = (st["used"] + [key])[-KEEP_SHOWINGS:]
     if undone is None:
         return False, "nothing to undo", False
-    what = LABELS.get(undone["outcome"], undone["outcome"])
+    what = said(ctx, undone["outcome"])
     if undone["withdrawn"]:
         return True, (f"undid your vote ({what}). You saw its stages, so that item goes to another "
                       f"annotator rather than back to you"), False
@@ -190,7 +191,7 @@ def my_votes_html(ctx, user: dict, limit: int = 50) -> str:
     if not rows:
         return message_html("no votes yet", "pending")
     return table_html(["when", "query", "left", "right", "vote", "note"],
-                      [[r["created_at"], r["query"], r["left_text"], r["right_text"], LABELS.get(r["outcome"], r["outcome"]),
+                      [[r["created_at"], r["query"], r["left_text"], r["right_text"], said(ctx, r["outcome"]),
                         r["skip_reason"] or r["rationale"] or ""] for r in rows],
                       ["racq-undone" if r["undone"] else "" for r in rows])
 
@@ -203,6 +204,8 @@ def build(ctx) -> None:
     users = load_users(ctx.cfg.users_file) if ctx.cfg.users_file else None  # a bad file fails at start
     st = gr.State(None)
     with gr.Column(visible=True) as signin_box:
+        if ctx.study.name:
+            gr.Markdown(f"### {md_esc(ctx.study.name)}", elem_id="ann-study")
         gr.Markdown("Sign in to compare clarifying questions. You only ever see your own votes.")
         with gr.Row():
             name = gr.Textbox(label="Your name", elem_id="ann-name", max_lines=1, scale=3,
@@ -217,15 +220,17 @@ def build(ctx) -> None:
             prog = gr.HTML(elem_id="ann-progress")
             signout_btn = gr.Button("Sign out", size="sm", elem_id="ann-signout", scale=0)
         with gr.Accordion("Guidelines: what counts as faithful, and the keys", open=False):
-            gr.Markdown(guidelines_text())
+            gr.Markdown(ctx.study.guidelines_text(), elem_id="ann-guidelines")
         item = gr.HTML(elem_id="ann-item")
         with gr.Row(equal_height=True):
             left = gr.HTML(elem_id="ann-left")
             right = gr.HTML(elem_id="ann-right")
         with gr.Row():
-            buttons = {o: gr.Button(label, elem_id=eid, variant="secondary") for o, label, eid in OUTCOMES}
+            buttons = {o: gr.Button(f"{ctx.study.label(o)} [{key}]", elem_id=eid, variant="secondary")
+                       for o, key, eid in OUTCOMES}
         with gr.Row():
-            reason = gr.Radio(SKIP_REASONS, value=None, label="Skip reason", elem_id="ann-skip-reason", scale=4)
+            reason = gr.Radio(ctx.study.skip_reasons, value=None, label="Skip reason", elem_id="ann-skip-reason",
+                              scale=4)
             skip_btn = gr.Button("Skip [S]", elem_id="vote-skip", scale=1)
             undo_btn = gr.Button("Undo [U]", elem_id="vote-undo", scale=1)
         rationale = gr.Textbox(label="Why? (optional, saved with your next vote)", elem_id="ann-rationale",

@@ -49,7 +49,7 @@ users_app = _group("users", "Annotator accounts for the app's optional sign-in."
 ConfigOpt = typer.Option(None, "--config", "-c", help="YAML file of TrainConfig settings.")
 SetOpt = typer.Option(None, "--set", "-s", help="Override a setting: --set key=value (repeatable).")
 DbOpt = typer.Option(None, "--db", help="Annotation database (default: annotations/racq.db or $RACQ_DB).")
-FormatOpt = typer.Option(None, "--format", help="jsonl | parquet (default: from the file suffix).")
+FormatOpt = typer.Option(None, "--format", help="jsonl | parquet | csv (default: from the file suffix).")
 
 
 def _fail(msg: str, code: int = 1):

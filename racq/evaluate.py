@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from racq.config import (ADAPTERS_DIR, DEFAULT_BASE_MODEL, DEFAULT_EMBEDDER, REPO_ROOT, GenConfig,
+from racq.config import (ADAPTERS_DIR, BASE_MODEL, DEFAULT_EMBEDDER, REPO_ROOT, GenConfig,
                          PromptConfig, helpfield)
 from racq.data import Example, load_examples
 from racq.metrics import METRICS as REF_METRICS
@@ -59,7 +59,7 @@ class EvalConfig:
     run: str = helpfield("default", "Name of the results folder: results/<run>/.")
     results_dir: str = helpfield(str(REPO_ROOT / "results"), "Where run folders are written.")
     cache_dir: str = helpfield(str(REPO_ROOT / "results" / ".cache"), "Generation and score caches (shared by runs).")
-    base_model: str = helpfield(str(DEFAULT_BASE_MODEL), "Base model folder.")
+    base_model: str = helpfield(BASE_MODEL, "Base model: a folder or a name from `racq models add`.")
     adapters_dir: str = helpfield(str(ADAPTERS_DIR), "Stage adapters folder.")
     embedder: str = helpfield(DEFAULT_EMBEDDER, "Embedder for passage ranking and embed_sim.")
     top_k: int = helpfield(3, "Passages per prompt (as in training).")
@@ -150,7 +150,9 @@ class JsonlCache:
 
 def model_identity(folder: str | Path) -> str:
     """A cheap identity of a base model folder: its config and its weight files' names and sizes."""
-    folder = Path(folder)
+    from racq.models import resolve_model
+
+    folder = resolve_model(folder)  # a registered name is its folder: re-pointing the name changes the identity
     parts = [(folder / "config.json").read_text() if (folder / "config.json").exists() else str(folder)]
     parts += [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(folder.glob("*.safetensors"))]
     return _sha(parts)

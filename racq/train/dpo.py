@@ -61,7 +61,7 @@ def train_dpo(cfg: TrainConfig, pair_files: Iterable[Path | str] | None = None, 
     from peft.utils import load_peft_weights
     from trl import DPOConfig, DPOTrainer
 
-    from racq.models import load_base
+    from racq.models import load_base, resolve_model
 
     adapters = Path(cfg.adapters_dir)
     for needed in {start, reference}:
@@ -90,8 +90,8 @@ def train_dpo(cfg: TrainConfig, pair_files: Iterable[Path | str] | None = None, 
         ref_state = load_peft_weights(str(adapters / reference), device="cpu")
         set_peft_model_state_dict(trainer.model, ref_state, adapter_name="ref")
     trainer.train(resume_from_checkpoint=last_checkpoint(out))
-    manifest = {"stage": name, "kind": "DPO+NLL", "base_model": cfg.base_model, "start_adapter": start,
-                "reference_adapter": reference, "pairs": [str(f) for f in files], "n_pairs": len(rows),
+    manifest = {"stage": name, "kind": "DPO+NLL", "base_model": str(resolve_model(cfg.base_model)),  # name -> folder
+                "start_adapter": start, "reference_adapter": reference, "pairs": [str(f) for f in files], "n_pairs": len(rows),
                 "max_length": longest + 8, "config": config_dict(cfg), "metrics": losses(trainer),
                 **(extra_manifest or {})}
     trainer.model.set_adapter("default")

@@ -30,7 +30,7 @@ def train_sft(cfg: TrainConfig, query_only: bool = False, name: str | None = Non
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    from racq.models import load_base
+    from racq.models import load_base, resolve_model
 
     name = name or ("uncond" if query_only else "sft")
     model, tok = load_base(cfg.base_model)
@@ -49,7 +49,8 @@ def train_sft(cfg: TrainConfig, query_only: bool = False, name: str | None = Non
     if evals:
         metrics["eval_loss"] = trainer.evaluate()["eval_loss"]
     manifest = {"stage": name, "kind": "query-only SFT" if query_only else "passage SFT",
-                "base_model": cfg.base_model, "split": "t1", "examples": len(train), "eval_examples": n_eval,
+                "base_model": str(resolve_model(cfg.base_model)),  # a registered name: its folder
+                "split": "t1", "examples": len(train), "eval_examples": n_eval,
                 "data_hash": data_hash(examples), "config": config_dict(cfg), "metrics": metrics,
                 "full_finetune": cfg.full_finetune}
     return save_adapter(trainer.model, tok, Path(cfg.adapters_dir) / name, manifest)

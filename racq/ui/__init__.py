@@ -343,7 +343,9 @@ def private_paths(cfg: AppConfig) -> list[str]:
     rc = cfg.retrieval_config()
     # The DB file and SQLite's side files, not its folder: a DB in /tmp must not block Gradio's own cache.
     paths = [cfg.db] + [cfg.db + suffix for suffix in ("-wal", "-shm", "-journal")]
-    paths += [cfg.base_model, cfg.adapters_dir, rc.index_dir, cfg.index_folder()]
+    from racq.models import resolve_model
+
+    paths += [str(resolve_model(cfg.base_model)), cfg.adapters_dir, rc.index_dir, cfg.index_folder()]
     if cfg.users_file:
         paths.append(cfg.users_file)
     if cfg.study:

@@ -103,12 +103,18 @@ def write_config(path: Path, **settings) -> Path:
 
 
 class AppServer:
-    """`python app.py --config CONFIG --port PORT` in a subprocess; start() waits for HTTP 200."""
+    """`python app.py --config CONFIG --port PORT` in a subprocess; start() waits for HTTP 200.
 
-    def __init__(self, config: Path, log: Path, port: int | None = None, extra_args=()):
-        self.config, self.log_path, self.port = Path(config), Path(log), port or free_port()
+    command: another way to start the app that takes --config/--port/--set, e.g. a README line
+    `racq app --index mine` as an argv list (default: python app.py); config=None passes no --config.
+    cwd and env (added to APP_ENV) are where and with what it runs (default: the repository root)."""
+
+    def __init__(self, config: Path | None, log: Path, port: int | None = None, extra_args=(), command=None,
+                 cwd: Path = REPO, env: dict | None = None):
+        self.config, self.log_path, self.port = config and Path(config), Path(log), port or free_port()
         self._port_given = port is not None  # a port the caller chose is never swapped for another
         self.extra_args, self.proc, self._log = list(extra_args), None, None
+        self.command, self.cwd, self.env = list(command or [sys.executable, "app.py"]), cwd, dict(env or {})
         self.url = f"http://127.0.0.1:{self.port}/"
 
     def start(self, timeout: float = 120) -> "AppServer":
@@ -117,7 +123,7 @@ class AppServer:
         the race for is not ours). If the port was taken, start again on a fresh one."""
         import uuid
 
-        env = dict(os.environ, **APP_ENV)
+        env = {**os.environ, **APP_ENV, **self.env}
         for attempt in range(1, START_TRIES + 1):
             self.nonce = f"racq-test-{uuid.uuid4().hex}"
             self.url = f"http://127.0.0.1:{self.port}/"
@@ -126,9 +132,10 @@ class AppServer:
             self._log.flush()
             log_from = self.log_path.stat().st_size  # this try's output starts here (bytes)
             # --set title=<nonce> last, so neither the config file nor extra_args can override it
-            self.proc = subprocess.Popen([sys.executable, "app.py", "--config", str(self.config),
-                                          "--port", str(self.port), *self.extra_args, "--set", f"title={self.nonce}"],
-                                         cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+            config = ["--config", str(self.config)] if self.config else []
+            self.proc = subprocess.Popen([*self.command, *config, "--port", str(self.port), *self.extra_args,
+                                          "--set", f"title={self.nonce}"],
+                                         cwd=self.cwd, env=env, stdout=self._log, stderr=subprocess.STDOUT)
             deadline, other = time.monotonic() + timeout, None
             while True:
                 if self.proc.poll() is not None:

@@ -34,6 +34,7 @@ DATASET_LICENCES = {
     "clariq": "no licence file; research use, cite Aliannejadi et al., EMNLP 2021",
     "clariq_fkw": "no licence file; research use, cite Sekulić et al., ICTIR 2021",
     "qulac": "MIT; cite Aliannejadi et al., SIGIR 2019",
+    "custom": "your own queries (`racq pool build --queries FILE`): state their source and licence here",
 }
 SHIPPED_LICENCE = ("CC BY-SA: Wikipedia text carried by the RAC authors' PaQa and CAmbigNQ files (derived "
                    "from AmbigNQ, CC BY-SA 3.0); provenance in RACQ's data/README.md")

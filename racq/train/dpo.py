@@ -91,7 +91,8 @@ def train_dpo(cfg: TrainConfig, pair_files: Iterable[Path | str] | None = None, 
         set_peft_model_state_dict(trainer.model, ref_state, adapter_name="ref")
     trainer.train(resume_from_checkpoint=last_checkpoint(out))
     manifest = {"stage": name, "kind": "DPO+NLL", "base_model": str(resolve_model(cfg.base_model)),  # name -> folder
-                "start_adapter": start, "reference_adapter": reference, "pairs": [str(f) for f in files], "n_pairs": len(rows),
+                "start_adapter": start, "reference_adapter": reference, "pairs": [str(f) for f in files],
+                "n_pairs": len(rows),
                 "max_length": longest + 8, "config": config_dict(cfg), "metrics": losses(trainer),
                 **(extra_manifest or {})}
     trainer.model.set_adapter("default")

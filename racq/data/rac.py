@@ -12,7 +12,7 @@ import json
 import re
 from pathlib import Path
 
-from racq.data import DataError, Example, Passage, clean_text, normalise_query, open_text, register
+from racq.data import DataError, Example, Passage, clean_text, open_text, query_topic, register
 
 
 def _paqa_passages(raw: str) -> list[Passage]:
@@ -60,7 +60,7 @@ def _load(path: Path, dataset: str, parse) -> list[Example]:
                 raise DataError(path, lineno, "empty topic (query)")
             out.append(Example(query=query, gold_question=clean_text(row["question"]),
                                passages=tuple(p for p in passages if p.text), dataset=dataset,
-                               topic_id=f"q:{normalise_query(query)}"))
+                               topic_id=query_topic(query)))
     return out
 
 

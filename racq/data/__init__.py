@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import re
 import zlib
 from dataclasses import dataclass, field
@@ -131,6 +132,19 @@ class _Text:
 
     def __exit__(self, *exc):
         self._fh.close()
+
+
+def jsonl_rows(path: Path) -> Iterator[tuple[int, object]]:
+    """(line number, parsed value) of every non-blank line of a JSONL file (gzip or plain, via open_text);
+    a line that is not JSON raises DataError naming it."""
+    with open_text(path) as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                yield lineno, json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(path, lineno, f"not valid JSON ({e.msg} at column {e.colno})") from None
 
 
 # name -> loader(data_dir) yielding Examples. Loader modules register themselves below.

@@ -17,11 +17,10 @@ error (a typo must not pass silently). Every error is racq.data.DataError: `FILE
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Callable, Iterator, Mapping
 
-from racq.data import DataError, Example, Passage, clean_text, open_text, query_topic
+from racq.data import DataError, Example, Passage, clean_text, jsonl_rows, query_topic
 
 FIELDS = ("query", "question", "passages", "passage_ids", "interpretations", "topic", "id", "dataset")
 DEFAULT_DATASET = "custom"
@@ -146,15 +145,8 @@ def parse_row(row, lookup: Callable[[], Mapping[str, Passage]]) -> Example:
 
 def _jsonl_rows(path: Path) -> Iterator[tuple[int | None, str | None, object]]:
     """(line, None, row) of every non-blank line; a line that is not JSON is an error."""
-    with open_text(path) as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(path, lineno, f"not valid JSON ({e.msg} at column {e.colno})") from None
-            yield lineno, None, row
+    for lineno, row in jsonl_rows(path):
+        yield lineno, None, row
 
 
 def _parquet_rows(path: Path) -> Iterator[tuple[int | None, str | None, object]]:

@@ -259,6 +259,22 @@ def test_train_all_on_own_data_writes_adapters_that_load(trained, tiny_lm):
     assert len(q) == 1 and isinstance(q[0], str)
 
 
+def test_dpo_with_data_from_a_recipe_file_takes_the_pairs_of_its_t2_split(trained, tiny_lm):
+    """`data` set in a YAML recipe works as --data does: dpo resumes the run's pairs (all five t2 rows
+    are done, nothing is sampled again) and trains a new stage on them."""
+    import yaml
+
+    root, _ = trained
+    recipe = root / "own.yaml"
+    recipe.write_text(yaml.safe_dump({**TINY, "data": str(OWN), "base_model": str(tiny_lm),
+                                      "adapters_dir": str(root / "adapters"), "run_dir": str(root / "run")}))
+    pairs_before = (root / "run" / "pairs.jsonl").read_text()
+    out = _racq("train", "dpo", "--config", str(recipe), "--name", "aligned-own")
+    assert '"resumed": 5' in out.stdout and (root / "run" / "pairs.jsonl").read_text() == pairs_before
+    manifest = json.loads((root / "adapters" / "aligned-own" / "manifest.json").read_text())
+    assert manifest["config"]["data"] == str(OWN) and manifest["n_pairs"] >= 1
+
+
 def test_a_run_folder_is_never_resumed_on_other_data(trained, tmp_path):
     from racq.config import TrainConfig, load_config
     from racq.train.common import RunDataError, check_run_data

@@ -109,7 +109,7 @@ def _interpretations(value) -> list[dict]:
     return out
 
 
-def parse_row(row, lookup: Callable[[], Mapping[str, Passage]]) -> Example:
+def _parse_row(row, lookup: Callable[[], Mapping[str, Passage]]) -> Example:
     """One row -> an Example (`_Bad` on the first problem). `lookup()` gives the named index's passages
     by id; it is called only for a row with passage_ids."""
     if not isinstance(row, dict):
@@ -136,7 +136,7 @@ def parse_row(row, lookup: Callable[[], Mapping[str, Passage]]) -> Example:
                        f"({len(by_id)} passages; the ids are the 'pid' values of its passages.jsonl)")
         passages = [by_id[i] for i in ids]
     dataset = _text(row, "dataset") if "dataset" in row else DEFAULT_DATASET
-    extra = {k: v for k, v in (("id", _key(row, "id")),) if v is not None}
+    extra = {"id": _key(row, "id")} if "id" in row else {}
     if "interpretations" in row:
         extra["interpretations"] = _interpretations(row["interpretations"])
     return Example(query=query, gold_question=question, passages=tuple(passages), dataset=dataset,
@@ -194,7 +194,7 @@ def load_data_file(path: str | Path, index=None) -> list[Example]:
     for line, label, row in rows:
         where = f"{path}:{line}" if label is None else f"{path} {label}"
         try:
-            ex = parse_row(row, lookup)
+            ex = _parse_row(row, lookup)
             if "id" in ex.extra and ex.extra["id"] in ids:
                 raise _Bad(f"id {ex.extra['id']!r} is already used at {ids[ex.extra['id']]}")
         except _Bad as e:
@@ -208,4 +208,4 @@ def load_data_file(path: str | Path, index=None) -> list[Example]:
     return out
 
 
-__all__ = ["FIELDS", "DEFAULT_DATASET", "load_data_file", "parse_row"]
+__all__ = ["FIELDS", "DEFAULT_DATASET", "load_data_file"]

@@ -162,6 +162,11 @@ class TrainConfig:
     run_dir: str = helpfield(str(REPO_ROOT / "runs" / "default"), "Checkpoints, pairs and logs of this run.")
     embedder: str = helpfield(DEFAULT_EMBEDDER, "Embedder used to rank each example's own passages.")
     datasets: list[str] = helpfield(["paqa", "cambignq"], "Datasets with passages used for training.")
+    data: str = helpfield("", "Your own data instead of `datasets`: a .jsonl, .jsonl.gz or .parquet file in the "
+                              "generic format (docs/data-format.md), split by the same rule (t1: SFT and "
+                              "query-only, t2: pairs); empty = the shipped datasets.")
+    index: str = helpfield("", "The named index (`racq index build --passages PATH --name NAME`) that the "
+                               "rows' passage_ids of `data` point into; empty = rows carry their passages.")
     t1_limit: int = helpfield(0, "Use at most this many t1 examples for SFT/query-only (0 = all).")
     t2_limit: int = helpfield(0, "Use at most this many t2 examples for preference pairs (0 = all).")
     eval_examples: int = helpfield(16, "t1 examples held out of SFT to report an eval loss.")

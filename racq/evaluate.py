@@ -51,9 +51,15 @@ GOLD = "gold"
 
 @dataclass
 class EvalConfig:
-    split: str = helpfield("test", "Data split to evaluate on (test is never trained on).")
+    split: str = helpfield("test", "Data split to evaluate on: test (never trained on), t1, t2, or all (every "
+                                   "row: for a `data` file you held out yourself).")
     stages: list[str] = helpfield(["base", "uncond", "sft", "aligned"], "Stages to evaluate.")
     datasets: list[str] = helpfield(["paqa", "cambignq"], "Datasets (one report table each).")
+    data: str = helpfield("", "Your own data instead of `datasets`: a .jsonl, .jsonl.gz or .parquet file in the "
+                              "generic format (docs/data-format.md), one report table per `dataset` label in it.")
+    index: str = helpfield("", "A named index (`racq index build --passages PATH --name NAME`): the one the rows' "
+                               "passage_ids point into, and the one `passages=retrieved` searches; empty = "
+                               "rows carry their passages, and retrieval uses the shipped corpus.")
     limit: int = helpfield(40, "Examples per dataset (0 = all).")
     passages: str = helpfield("own", "own = the example's own passages ranked; retrieved = top-k from the index.")
     run: str = helpfield("default", "Name of the results folder: results/<run>/.")
@@ -80,13 +86,16 @@ class EvalError(RuntimeError):
 
 
 # ---------------------------------------------------------------- examples and passages
-def pick_examples(datasets: Sequence[str], split: str, limit: int, need_passages: bool = True) -> list[Example]:
-    """Per dataset, the first `limit` usable examples in racq.pool's fixed hash order."""
+def pick_examples(datasets: Sequence[str], split: str, limit: int, need_passages: bool = True,
+                  data_file: str | None = None, index=None) -> list[Example]:
+    """Per dataset, the first `limit` usable examples in racq.pool's fixed hash order. With `data_file`,
+    its rows instead, per `dataset` label in the file (`datasets` ignored); split `all` takes every split."""
     from racq.pool import _order_key
 
+    found = load_examples(datasets, split=None if split == "all" else split, data_file=data_file, index=index)
     out = []
-    for ds in datasets:
-        exs = [e for e in load_examples([ds], split=split) if e.gold_question and (e.passages or not need_passages)]
+    for ds in dict.fromkeys(e.dataset for e in found) if data_file else datasets:
+        exs = [e for e in found if e.dataset == ds and e.gold_question and (e.passages or not need_passages)]
         if not exs:
             why = " with passages of their own (use --passages retrieved)" if need_passages else ""
             raise EvalError(f"dataset {ds!r} has no {split} examples{why}")
@@ -105,7 +114,7 @@ def passages_for(examples: Sequence[Example], cfg: EvalConfig, index=None) -> li
         if index is None:
             from racq.retrieval import RetrievalConfig, load_or_build
 
-            index = load_or_build(RetrievalConfig(embedder=cfg.embedder))
+            index = load_or_build(RetrievalConfig(embedder=cfg.embedder, index=cfg.index))
         return [[h.passage for h in hits] for hits in index.search_many([e.query for e in examples], cfg.top_k)]
     raise EvalError(f"--passages must be 'own' or 'retrieved', not {cfg.passages!r}")
 
@@ -297,9 +306,10 @@ def evaluate(cfg: EvalConfig, *, stage_model=None, scorer=None, index=None, exam
     if cfg.reference_stage not in cfg.stages:
         say(f"reference stage {cfg.reference_stage} not evaluated: no paired tests")
     exs = list(examples) if examples is not None else pick_examples(cfg.datasets, cfg.split, cfg.limit,
-                                                                     cfg.passages == "own")
+                                                                     cfg.passages == "own", cfg.data, cfg.index)
     if not exs:
-        raise EvalError("no examples to evaluate")
+        raise EvalError(f"{cfg.data} has no {cfg.split} examples (`racq data stats --data {cfg.data}` counts "
+                        f"them per split; --split all takes every row)" if cfg.data else "no examples to evaluate")
     say(f"{len(exs)} examples, stages {', '.join(cfg.stages)}, passages {cfg.passages}")
     passages = passages_for(exs, cfg, index)
     cache_dir = Path(cfg.cache_dir)

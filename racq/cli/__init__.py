@@ -10,6 +10,7 @@ annotation.py (pool, export, rate, users, app), evaluation.py (eval).
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 from typing import List, Optional
 
@@ -50,6 +51,10 @@ ConfigOpt = typer.Option(None, "--config", "-c", help="YAML file of TrainConfig 
 SetOpt = typer.Option(None, "--set", "-s", help="Override a setting: --set key=value (repeatable).")
 DbOpt = typer.Option(None, "--db", help="Annotation database (default: annotations/racq.db or $RACQ_DB).")
 FormatOpt = typer.Option(None, "--format", help="jsonl | parquet | csv (default: from the file suffix).")
+DataOpt = typer.Option(None, "--data", help="Your own data file (.jsonl, .jsonl.gz, .parquet) in the generic "
+                       "format of docs/data-format.md, instead of the shipped datasets (setting `data`).")
+IndexOpt = typer.Option(None, "--index", help="The named index (`racq index list`) that the --data rows' "
+                        "passage_ids point into (setting `index`).")
 
 
 def _fail(msg: str, code: int = 1):
@@ -57,9 +62,25 @@ def _fail(msg: str, code: int = 1):
     raise typer.Exit(code)
 
 
-def _train_cfg(config: Optional[Path], sets: Optional[List[str]]) -> TrainConfig:
+@contextmanager
+def _data_errors():
+    """A bad --data row, a missing --index or a run folder from other data: one line, no traceback."""
+    from racq.data import DataError
+    from racq.retrieval import IndexCorrupt, IndexMissing, IndexStale
+    from racq.train.common import RunDataError
+
     try:
-        return load_config(TrainConfig, config, sets or [])
+        yield
+    except (DataError, RunDataError, IndexMissing, IndexCorrupt, IndexStale) as e:
+        _fail(str(e))
+
+
+def _train_cfg(config: Optional[Path], sets: Optional[List[str]], data: Optional[Path] = None,
+               index: Optional[str] = None) -> TrainConfig:
+    """TrainConfig from --config, then --set, then --data / --index (the options win)."""
+    options = [f"{k}={v}" for k, v in (("data", data), ("index", index)) if v is not None]
+    try:
+        return load_config(TrainConfig, config, [*(sets or []), *options])
     except (ValueError, OSError) as e:
         _fail(str(e))
 

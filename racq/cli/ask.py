@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from racq.cli import _fail, app, data_app, index_app, models_app
+from racq.cli import DataOpt, IndexOpt, _data_errors, _fail, app, data_app, index_app, models_app
 from racq.config import describe
 
 
@@ -181,14 +181,16 @@ def index_info(index: Optional[str] = typer.Option(None, "--index", help="A name
 
 # ------------------------------------------------------------------ data
 @data_app.command("stats")
-def data_stats():
-    """Records and topics per dataset and split.
+def data_stats(data: Optional[Path] = DataOpt, index: Optional[str] = IndexOpt):
+    """Records and topics per dataset and split; with --data, of your own file (every row checked).
 
     Example: racq data stats
+    Example: racq data stats --data my-data.jsonl
     """
     from racq.data.stats import dataset_stats, format_stats
 
-    print(format_stats(dataset_stats()))
+    with _data_errors():
+        print(format_stats(dataset_stats(data_file=data, index=index)))
 
 
 # ------------------------------------------------------------------ models

@@ -7,13 +7,14 @@ from typing import List, Optional
 
 import typer
 
-from racq.cli import SetOpt, _fail, app
+from racq.cli import DataOpt, SetOpt, _data_errors, _fail, app
 from racq.config import load_config
 
 
 # ------------------------------------------------------------------ evaluation
 @app.command("eval")
-def eval_cmd(split: str = typer.Option("test", help="Data split."),
+def eval_cmd(split: str = typer.Option("test", help="Data split: test | t1 | t2 | all (every row, for a --data "
+                                      "file you held out yourself)."),
              stages: str = typer.Option("base,uncond,sft,aligned", help="Comma list of stages."),
              limit: int = typer.Option(40, help="Examples per dataset (0 = all)."),
              passages: str = typer.Option("own", help="own (the example's passages, ranked) | retrieved (index)."),
@@ -24,12 +25,17 @@ def eval_cmd(split: str = typer.Option("test", help="Data split."),
                                                       "models add` (default: the cached SmolLM2)."),
              adapters_dir: Optional[str] = typer.Option(None, help="Stage adapters folder (default: models/adapters)."),
              nli_model: Optional[str] = typer.Option(None, help="Local NLI model folder (default: NLI skipped)."),
+             data: Optional[Path] = DataOpt,
+             index: Optional[str] = typer.Option(None, "--index", help="A named index (`racq index list`): the "
+                                                 "one --data rows' passage_ids point into, and the one "
+                                                 "--passages retrieved searches."),
              set_: Optional[List[str]] = SetOpt):
     """Generate every stage's questions (greedy, batched, cached), score them against the gold question and
     the passages, and write results/RUN/{metrics.json, per_example.jsonl, report.md, plots.png}.
     --set takes any field of racq.evaluate.EvalConfig (max_new_tokens, top_k, n_boot, cache_dir, ...).
 
     Example: racq eval --stages base,uncond,sft,aligned --limit 40 --passages own --run v1
+    Example: racq eval --data my-heldout.jsonl --split all --limit 0 --run mine
     """
     from racq.evaluate import EvalConfig, EvalError, evaluate
     from racq.models import ModelMissing
@@ -37,14 +43,16 @@ def eval_cmd(split: str = typer.Option("test", help="Data split."),
     values = {"split": split, "stages": stages, "limit": limit, "passages": passages, "datasets": datasets,
               "run": run, "batch_size": batch_size}
     values.update({k: v for k, v in {"base_model": base_model, "adapters_dir": adapters_dir,
-                                     "nli_model": nli_model}.items() if v is not None})
+                                     "nli_model": nli_model, "data": data, "index": index}.items()
+                   if v is not None})
     try:
         bad = [s for s in set_ or [] if "=" not in s]
         if bad:
             raise ValueError(f"--set needs key=value, got {bad}")
         cfg = load_config(EvalConfig, None, {**values, **dict(s.split("=", 1) for s in set_ or [])})
-        metrics = evaluate(cfg)
-    except (EvalError, ModelMissing, ValueError, OSError) as e:
+        with _data_errors():  # and a missing or stale --index
+            metrics = evaluate(cfg)
+    except (EvalError, ModelMissing, ValueError, OSError) as e:  # a bad --data row is a ValueError too
         _fail(str(e))
     folder = Path(cfg.results_dir) / cfg.run
     print(f"{folder}/report.md")

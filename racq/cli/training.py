@@ -8,30 +8,35 @@ from typing import List, Optional
 
 import typer
 
-from racq.cli import ConfigOpt, SetOpt, _fail, _train_cfg, app, train_app
+from racq.cli import ConfigOpt, DataOpt, IndexOpt, SetOpt, _data_errors, _fail, _train_cfg, app, train_app
 
 
 # ------------------------------------------------------------------ training
 @train_app.command("sft")
-def train_sft_cmd(config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = SetOpt):
+def train_sft_cmd(config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = SetOpt,
+                  data: Optional[Path] = DataOpt, index: Optional[str] = IndexOpt):
     """LoRA SFT of p(question | query, passages) on split t1 -> adapter `sft`.
 
     Example: racq train sft --config recipes/cpu-default.yaml --set max_steps=10
+    Example: racq train sft --data my-data.jsonl --set run_dir=runs/mine
     """
     from racq.train.sft import train_sft
 
-    print(train_sft(_train_cfg(config, set_)))
+    with _data_errors():
+        print(train_sft(_train_cfg(config, set_, data, index)))
 
 
 @train_app.command("uncond")
-def train_uncond_cmd(config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = SetOpt):
+def train_uncond_cmd(config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = SetOpt,
+                     data: Optional[Path] = DataOpt, index: Optional[str] = IndexOpt):
     """The query-only model p(question | query), same recipe and data -> adapter `uncond`.
 
     Example: racq train uncond --config recipes/cpu-default.yaml
     """
     from racq.train.sft import train_sft
 
-    print(train_sft(_train_cfg(config, set_), query_only=True))
+    with _data_errors():
+        print(train_sft(_train_cfg(config, set_, data, index), query_only=True))
 
 
 @train_app.command("dpo")
@@ -42,13 +47,17 @@ def train_dpo_cmd(config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] 
                   from_votes: bool = typer.Option(False, "--from-votes",
                                                   help="Train a new round from the app's human votes."),
                   db: Optional[Path] = typer.Option(None, help="Annotation DB for --from-votes."),
-                  synthetic_weight: float = typer.Option(0.0, help="--from-votes: share of synthetic pairs mixed in.")):
+                  synthetic_weight: float = typer.Option(0.0, help="--from-votes: share of synthetic pairs mixed in."),
+                  data: Optional[Path] = DataOpt, index: Optional[str] = IndexOpt):
     """DPO (sigmoid, beta) + NLL on chosen with the SFT policy as reference -> a new stage.
 
+    With --data (and no --pairs) the pairs come from that file's t2 split: `racq pairs --data` first,
+    resumed (nothing to do when it already ran in this run folder).
     Example: racq train dpo --pairs runs/default/pairs.jsonl --name aligned
     Example: racq train dpo --from-votes          # -> aligned-r1, aligned-r2, ...
+    Example: racq train dpo --data my-data.jsonl --set run_dir=runs/mine
     """
-    cfg = _train_cfg(config, set_)
+    cfg = _train_cfg(config, set_, data, index)
     if from_votes:
         from racq.feedback import FeedbackError, train_round
 
@@ -63,28 +72,39 @@ def train_dpo_cmd(config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] 
         return
     from racq.train.dpo import train_dpo
 
-    print(train_dpo(cfg, pairs or None, start=start, name=name))
+    with _data_errors():
+        if cfg.data and not pairs:
+            from racq.train.pairs import build_pairs
+
+            print(json.dumps(build_pairs(cfg), indent=2))
+        print(train_dpo(cfg, pairs or None, start=start, name=name))
 
 
 @train_app.command("all")
-def train_all_cmd(config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = SetOpt):
+def train_all_cmd(config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = SetOpt,
+                  data: Optional[Path] = DataOpt, index: Optional[str] = IndexOpt):
     """sft -> uncond -> pairs -> dpo, resumable: a killed run skips its finished steps.
 
     Example: racq train all --config recipes/cpu-default.yaml
+    Example: racq train all --data my-data.jsonl --set run_dir=runs/mine --set adapters_dir=runs/mine/adapters
     """
     from racq.train.pipeline import train_all
 
-    print(json.dumps(train_all(_train_cfg(config, set_)), indent=2, default=str))
+    with _data_errors():
+        print(json.dumps(train_all(_train_cfg(config, set_, data, index)), indent=2, default=str))
 
 
 @app.command()
-def pairs(config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = SetOpt):
+def pairs(config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = SetOpt,
+          data: Optional[Path] = DataOpt, index: Optional[str] = IndexOpt):
     """Synthetic preference pairs on split t2: SFT sample vs the query-only/SFT token mixture.
 
     Example: racq pairs --set alpha=0.7 --set t2_limit=50
+    Example: racq pairs --data my-data.jsonl --set run_dir=runs/mine
     """
     from racq.train.pairs import build_pairs
 
-    print(json.dumps(build_pairs(_train_cfg(config, set_)), indent=2))
+    with _data_errors():
+        print(json.dumps(build_pairs(_train_cfg(config, set_, data, index)), indent=2))
 
 

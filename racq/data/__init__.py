@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import re
 import zlib
 from dataclasses import dataclass, field
@@ -72,6 +73,11 @@ def normalise_query(query: str) -> str:
     return re.sub(r"[^a-z0-9 ]+", "", clean_text(query).lower()).strip()
 
 
+def query_topic(query: str) -> str:
+    """The split key of a record without a topic of its own: its normalised query."""
+    return f"q:{normalise_query(query)}"
+
+
 def split_of(topic_key: str) -> str:
     bucket = int(hashlib.sha256(topic_key.encode()).hexdigest(), 16) % 100
     return "test" if bucket < 20 else "t1" if bucket < 60 else "t2"
@@ -128,6 +134,19 @@ class _Text:
         self._fh.close()
 
 
+def jsonl_rows(path: Path) -> Iterator[tuple[int, object]]:
+    """(line number, parsed value) of every non-blank line of a JSONL file (gzip or plain, via open_text);
+    a line that is not JSON raises DataError naming it."""
+    with open_text(path) as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                yield lineno, json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(path, lineno, f"not valid JSON ({e.msg} at column {e.colno})") from None
+
+
 # name -> loader(data_dir) yielding Examples. Loader modules register themselves below.
 LOADERS: dict[str, Callable[[Path], Iterable[Example]]] = {}
 
@@ -148,11 +167,22 @@ def iter_examples(datasets: Iterable[str] | None = None, data_dir: Path | None =
 
 
 def load_examples(datasets: Iterable[str] | None = None, split: str | None = None,
-                  data_dir: Path | None = None, limit: int | None = None) -> list[Example]:
-    """Examples of the given datasets (all by default), optionally one split, in file order."""
+                  data_dir: Path | None = None, limit: int | None = None, data_file: str | Path | None = None,
+                  index=None) -> list[Example]:
+    """Examples of the given datasets (all by default), optionally one split, in file order.
+
+    With `data_file`, the rows of that file in the generic format (racq.data.generic, docs/data-format.md)
+    instead of the shipped datasets (`datasets` is then ignored); `index` names the named index its
+    `passage_ids` point into. Training, pairs, `racq eval` and `racq data stats` all read through here."""
     if split is not None and split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; known: {', '.join(SPLITS)}")
-    out = [ex for ex in iter_examples(datasets, data_dir) if split is None or ex.split == split]
+    if data_file:
+        from racq.data.generic import load_data_file
+
+        source: Iterable[Example] = load_data_file(data_file, index or None)
+    else:
+        source = iter_examples(datasets, data_dir)
+    out = [ex for ex in source if split is None or ex.split == split]
     return out[:limit] if limit else out
 
 

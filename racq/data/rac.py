@@ -8,11 +8,10 @@ is left empty and the whole chunk is the text.
 from __future__ import annotations
 
 import ast
-import json
 import re
 from pathlib import Path
 
-from racq.data import DataError, Example, Passage, clean_text, normalise_query, open_text, register
+from racq.data import DataError, Example, Passage, clean_text, jsonl_rows, query_topic, register
 
 
 def _paqa_passages(raw: str) -> list[Passage]:
@@ -38,29 +37,22 @@ def _cambignq_passages(raw: str) -> list[Passage]:
 
 def _load(path: Path, dataset: str, parse) -> list[Example]:
     out = []
-    with open_text(path) as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(path, lineno, f"not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise DataError(path, lineno, "expected a JSON object")
-            missing = [k for k in ("topic", "question", "Passage") if not isinstance(row.get(k), str)]
-            if missing:
-                raise DataError(path, lineno, f"missing or non-text field(s): {', '.join(missing)}")
-            try:
-                passages = parse(row["Passage"])
-            except (ValueError, SyntaxError) as e:
-                raise DataError(path, lineno, f"cannot parse Passage: {e}") from None
-            query = clean_text(row["topic"])
-            if not query:
-                raise DataError(path, lineno, "empty topic (query)")
-            out.append(Example(query=query, gold_question=clean_text(row["question"]),
-                               passages=tuple(p for p in passages if p.text), dataset=dataset,
-                               topic_id=f"q:{normalise_query(query)}"))
+    for lineno, row in jsonl_rows(path):
+        if not isinstance(row, dict):
+            raise DataError(path, lineno, "expected a JSON object")
+        missing = [k for k in ("topic", "question", "Passage") if not isinstance(row.get(k), str)]
+        if missing:
+            raise DataError(path, lineno, f"missing or non-text field(s): {', '.join(missing)}")
+        try:
+            passages = parse(row["Passage"])
+        except (ValueError, SyntaxError) as e:
+            raise DataError(path, lineno, f"cannot parse Passage: {e}") from None
+        query = clean_text(row["topic"])
+        if not query:
+            raise DataError(path, lineno, "empty topic (query)")
+        out.append(Example(query=query, gold_question=clean_text(row["question"]),
+                           passages=tuple(p for p in passages if p.text), dataset=dataset,
+                           topic_id=query_topic(query)))
     return out
 
 

@@ -11,13 +11,16 @@ from typing import Iterable
 from racq.data import LOADERS, SPLITS, load_examples
 
 
-def dataset_stats(data_dir: Path | None = None, datasets: Iterable[str] | None = None) -> list[dict]:
-    """One row {dataset, split, records, topics} per dataset (all registered by default) and split."""
+def dataset_stats(data_dir: Path | None = None, datasets: Iterable[str] | None = None,
+                  data_file: str | Path | None = None, index=None) -> list[dict]:
+    """One row {dataset, split, records, topics} per dataset (all registered by default) and split.
+
+    With `data_file`: per `dataset` label of that file (every row is checked on the way)."""
+    examples = load_examples(datasets, data_dir=data_dir, data_file=data_file, index=index)
     rows = []
-    for name in datasets or LOADERS:
-        examples = load_examples([name], data_dir=data_dir)
+    for name in dict.fromkeys(e.dataset for e in examples) if data_file else datasets or LOADERS:
         for split in SPLITS:
-            chosen = [ex for ex in examples if ex.split == split]
+            chosen = [ex for ex in examples if ex.dataset == name and ex.split == split]
             rows.append({"dataset": name, "split": split, "records": len(chosen),
                          "topics": len({ex.topic_id for ex in chosen})})
     return rows

@@ -18,13 +18,50 @@ from racq.data import Example, Passage, load_examples
 from racq.prompts import has_chat_template, passage_prompt_messages, query_prompt_messages
 
 
+class RunDataError(ValueError):
+    """The training data cannot be used as asked (no rows in a split, a run folder from other data)."""
+
+
 def select_examples(cfg: TrainConfig, split: str, limit: int = 0) -> list[Example]:
-    """Examples of `split` that have passages and a gold question, in a seeded shuffled order."""
+    """Examples of `split` (of `cfg.data` when set, else of `cfg.datasets`) that have passages and a gold
+    question, in a seeded shuffled order."""
     import random
 
-    exs = [e for e in load_examples(cfg.datasets, split=split) if e.passages and e.gold_question]
+    exs = [e for e in load_examples(cfg.datasets, split=split, data_file=cfg.data or None, index=cfg.index or None)
+           if e.passages and e.gold_question]
+    if not exs and cfg.data:
+        raise RunDataError(f"{cfg.data} has no {split} rows to train on (`racq data stats --data {cfg.data}` counts "
+                         f"them per split; set a row's `topic` to choose its split)")
     random.Random(cfg.seed).shuffle(exs)
     return exs[:limit] if limit else exs
+
+
+DATA_SOURCE_FILE = "data-source.json"
+
+
+def check_run_data(cfg: TrainConfig) -> None:
+    """Refuse a run folder made from other data: its finished steps, checkpoints and pairs would be
+    resumed on top of this data's. The first step of a run records the source; a folder from before
+    this record existed was made from the shipped datasets (the only data there was)."""
+    if cfg.data:  # a bad row fails here, before anything is recorded
+        load_examples(data_file=cfg.data, index=cfg.index or None)
+    run = Path(cfg.run_dir)
+    path = run / DATA_SOURCE_FILE
+    now = {"data": str(Path(cfg.data).resolve()) if cfg.data else "", "index": cfg.index if cfg.data else ""}
+    if path.exists():
+        before = json.loads(path.read_text())
+    elif any((run / f).exists() for f in ("state.json", "pairs.jsonl", "sft", "uncond")):
+        before = {"data": "", "index": ""}
+    else:
+        run.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(now, indent=2))
+        return
+    if {k: before.get(k, "") for k in now} != now:
+        def what(s: dict) -> str:
+            return (f"data {s['data']}" + (f" (index {s['index']})" if s.get("index") else "")) if s.get("data") \
+                else "the shipped datasets"
+        raise RunDataError(f"run folder {run} holds a run on {what(before)}, not on {what(now)}: give this run its "
+                         f"own folder (--set run_dir=runs/NAME)")
 
 
 def rank_own_passages(examples: Sequence[Example], embedder: str, k: int,

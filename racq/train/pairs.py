@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from racq.config import GenConfig, PromptConfig, TrainConfig
 from racq.prompts import extract_question
-from racq.train.common import answer_for, prompt_for, rank_own_passages, select_examples
+from racq.train.common import answer_for, check_run_data, prompt_for, rank_own_passages, select_examples
 
 
 def _sample_until_question(sm, prompts, stage, gen, seed, tries, mixture=None):
@@ -90,6 +90,7 @@ def build_pairs(cfg: TrainConfig, out_path: Path | None = None, stage_model=None
     from racq.generate import StageModel
 
     out_path = Path(out_path or Path(cfg.run_dir) / "pairs.jsonl")
+    check_run_data(cfg)  # before appending to (resuming) a pairs file made from other data
     sm = stage_model or StageModel.load(cfg.base_model, cfg.adapters_dir, stages=["sft", "uncond"],
                                         include_hidden=True,
                                         prompt=PromptConfig(top_k=cfg.top_k, passage_tokens=cfg.passage_tokens))

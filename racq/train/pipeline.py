@@ -69,6 +69,9 @@ def run_step(cfg: TrainConfig, step: str) -> dict:
 
 def train_all(cfg: TrainConfig, steps=STEPS, log=print) -> dict:
     """Run the missing steps in order; return the state."""
+    from racq.train.common import check_run_data
+
+    check_run_data(cfg)  # finished steps of a run on other data must not be skipped as if they were this one's
     done = read_state(cfg)["finished"]
     with tqdm(total=len(steps), desc="train all", unit="step", position=0) as bar:
         for step in steps:

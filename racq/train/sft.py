@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from racq.config import TrainConfig
-from racq.train.common import (answer_for, config_dict, data_hash, last_checkpoint, lora_config, losses,
-                               prompt_for, rank_own_passages, save_adapter, select_examples, trainer_args)
+from racq.train.common import (answer_for, check_run_data, config_dict, data_hash, last_checkpoint, lora_config,
+                               losses, prompt_for, rank_own_passages, save_adapter, select_examples, trainer_args)
 
 
 def build_sft_records(cfg: TrainConfig, tokenizer, query_only: bool) -> tuple[list[dict], list]:
@@ -33,6 +33,7 @@ def train_sft(cfg: TrainConfig, query_only: bool = False, name: str | None = Non
     from racq.models import load_base, resolve_model
 
     name = name or ("uncond" if query_only else "sft")
+    check_run_data(cfg)
     model, tok = load_base(cfg.base_model)
     tok.padding_side = "right"  # training pads on the right; generation sets left
     records, examples = build_sft_records(cfg, tok, query_only)
@@ -50,7 +51,8 @@ def train_sft(cfg: TrainConfig, query_only: bool = False, name: str | None = Non
         metrics["eval_loss"] = trainer.evaluate()["eval_loss"]
     manifest = {"stage": name, "kind": "query-only SFT" if query_only else "passage SFT",
                 "base_model": str(resolve_model(cfg.base_model)),  # a registered name: its folder
-                "split": "t1", "examples": len(train), "eval_examples": n_eval,
+                "split": "t1", "data": cfg.data or list(cfg.datasets), "examples": len(train),
+                "eval_examples": n_eval,
                 "data_hash": data_hash(examples), "config": config_dict(cfg), "metrics": metrics,
                 "full_finetune": cfg.full_finetune}
     return save_adapter(trainer.model, tok, Path(cfg.adapters_dir) / name, manifest)

@@ -54,7 +54,7 @@ def _option_html(opt: dict, passages: list[dict]) -> str:
 
 
 def _card(stage: str, state: str, body: str) -> str:
-    return (f"<div class='racq-card' data-stage='{esc(stage)}' data-state='{state}'><h4>{esc(stage)}</h4>"
+    return (f"<div class='racq-card' data-state='{state}' data-stage='{esc(stage)}'><h4>{esc(stage)}</h4>"
             f"{body}</div>")
 
 

@@ -240,8 +240,8 @@ def test_explore_fills_stage_cards(page, app, ui_env):
 # A card in the "generating" state and its partial text's length, if longer than `n` (for `stage`, or
 # any stage when it is empty): what the page shows while tokens stream in.
 GROWING = """([stage, n]) => {
-  for (const c of document.querySelectorAll('#explore-cards .racq-card[data-state="generating"]')) {
-    const t = (c.querySelector('.racq-partial') || {}).innerText || '';
+  for (const b of document.querySelectorAll('#explore-cards .racq-body[data-state="generating"]')) {
+    const c = b.closest('.racq-card'), t = (b.querySelector('.racq-partial') || {}).innerText || '';
     if ((!stage || c.dataset.stage === stage) && t.length > n) return [c.dataset.stage, t.length];
   }
   return false;
@@ -270,4 +270,4 @@ def test_explore_card_text_grows_while_its_stage_generates(page, ui_env, monkeyp
         assert page.locator(".racq-card").evaluate_all("cs => cs.map(c => c.dataset.stage)") == \
             ["base", "sft", "aligned"]
         expect(page.locator("#explore-status")).to_contain_text("3 stages", timeout=90_000)
-        expect(page.locator(".racq-card[data-state='done']")).to_have_count(3)
+        expect(page.locator(".racq-card .racq-body[data-state='done']")).to_have_count(3)

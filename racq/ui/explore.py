@@ -54,8 +54,9 @@ def _option_html(opt: dict, passages: list[dict]) -> str:
 
 
 def _card(stage: str, state: str, body: str) -> str:
-    return (f"<div class='racq-card' data-state='{state}' data-stage='{esc(stage)}'><h4>{esc(stage)}</h4>"
-            f"{body}</div>")
+    # the state on the body: waiting / generating / done / error, for styling and browser tests
+    return (f"<div class='racq-card' data-stage='{esc(stage)}'><h4>{esc(stage)}</h4>"
+            f"<div class='racq-body' data-state='{state}'>{body}</div></div>")
 
 
 def card_html(stage: str, card: dict | None, passages: list[dict]) -> str:

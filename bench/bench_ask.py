@@ -1,12 +1,14 @@
-"""`ask` for every stage: ONE base model + LoRA adapters (batched across stages, and switched per stage)
-against the baseline of a separate merged model per stage. Prints latency and peak memory of each.
+"""Explore's work for one query (retrieve 3 passages, one greedy question for each of base, sft, aligned):
+today's path (the PEFT model, one mixed-adapter batch of the three stages) against the new default
+(Asker.ask_stream: adapters merged into one plain model per stage, streamed token by token). Prints
+p50/p90 per query, time to the first token, the answer cache's repeat time and peak memory (RSS).
 
-    .venv/bin/python bench/bench_ask.py                 # real SmolLM2 + the shipped adapters
-    .venv/bin/python bench/bench_ask.py --queries 3 --tiny   # tiny random model (smoke run, CI)
-    .venv/bin/python bench/bench_ask.py --tiny --json ask.json   # also the figures as JSON
+    .venv/bin/python bench/bench_ask.py --threads 2                # SmolLM2 + the shipped adapters, 8 queries
+    .venv/bin/python bench/bench_ask.py --queries 3 --tiny         # tiny random model (smoke run, CI)
+    .venv/bin/python bench/bench_ask.py --tiny --json ask.json     # also the figures as JSON
 
 Each variant runs in its own subprocess so its peak RSS is its own; it hands its figures back in a
-JSON file (--json), never through its stdout.
+JSON file (--json), never through its stdout. Scoring is left out of both (it is the same work).
 """
 
 from __future__ import annotations
@@ -26,92 +28,98 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 QUERIES = ["who won the world rapid chess championship in 2017", "who played wolverine",
            "when was the last time the eagles won the super bowl", "who sings the song you are my sunshine",
-           "what is the population of new york"]
+           "what is the population of new york", "When did the kim family come to power?",
+           "Who died in the movie fast and furious 7?", "How many seats in rajya sabha in assam?",
+           "When did the song angel first come out?", "where did ireland finish in the eurovision song contest 2018"]
+VARIANTS = {"peft-batched": "today: PEFT, one mixed-adapter batch", "merged-stream": "new default: merged, streamed"}
 
 
-def _setup(args):
-    """(base folder, adapters folder) for the run: real by default, tiny random with --tiny."""
-    from racq.config import ADAPTERS_DIR, DEFAULT_BASE_MODEL
+def _asker(args, engine: str):
+    from racq import retrieval
+    from racq.config import ADAPTERS_DIR, DEFAULT_BASE_MODEL, ModelConfig, PromptConfig
+    from racq.service import Asker
 
-    if not args.tiny:
-        return Path(DEFAULT_BASE_MODEL), Path(ADAPTERS_DIR)
-    from racq.tiny import tiny_stages
+    if args.tiny:
+        from racq.tiny import BagOfWords, tiny_stages
 
-    return tiny_stages(args.workdir)
+        base, adapters = tiny_stages(args.workdir)
+        rc = retrieval.RetrievalConfig(index_dir=str(Path(args.workdir) / "index"))
+        from racq.data import Passage
+
+        index = retrieval.Index.build([Passage(f"T{i}", q) for i, q in enumerate(QUERIES)], cfg=rc,
+                                      embedder=BagOfWords(), log=lambda *_: None)
+    else:
+        base, adapters = DEFAULT_BASE_MODEL, ADAPTERS_DIR
+        index = retrieval.load_or_build(log=lambda *_: None)
+    mc = ModelConfig(base_model=str(base), adapters_dir=str(adapters), engine=engine, threads=args.threads)
+    return Asker.load(mc, PromptConfig(), index=index, cache_size=0 if engine == "peft" else 256)
 
 
 def run_variant(args) -> dict:
-    import torch
-
-    from racq import retrieval
     from racq.config import GenConfig
-    from racq.generate import StageModel, _with_stage
-    from racq.models import list_stages, load_base
+    from racq.prompts import extract_question
 
-    base, adapters = _setup(args)
-    index = retrieval.load_or_build(log=lambda *_: None) if not args.tiny else None
-    passages_for = (lambda q: [h.passage for h in index.search(q, 3)]) if index else (lambda q: [])
-    gen = GenConfig(max_new_tokens=args.tokens)
-    stages = [s.name for s in list_stages(adapters)]
     t0 = time.perf_counter()
-    if args.variant in ("shared-batched", "shared-switch"):
-        sm = StageModel.load(base, adapters)
-        load_s = time.perf_counter() - t0
+    asker = _asker(args, "peft" if args.variant == "peft-batched" else "merged")
+    load_s = time.perf_counter() - t0
+    stages = asker.stages
+    gen = GenConfig(max_new_tokens=args.tokens, batch_size=len(stages))
 
-        def ask(q):
-            prompt = sm.passage_prompt(q, passages_for(q))
-            if args.variant == "shared-batched":
-                return sm.generate([prompt] * len(stages), stages, GenConfig(max_new_tokens=args.tokens,
-                                                                              batch_size=len(stages)))
-            return [_with_stage(sm.model, s, lambda: sm.generate([prompt], s, gen)[0])
-                    if hasattr(sm.model, "peft_config") else sm.generate([prompt], s, gen)[0] for s in stages]
-    else:  # baseline: one merged model per stage, as a naive server would hold them
-        from peft import PeftModel
-
-        models = []
-        for st in list_stages(adapters):
-            m, tok = load_base(base)
-            if st.path is not None:
-                m = PeftModel.from_pretrained(m, str(st.path)).merge_and_unload()
-            models.append(StageModel(m, tok, ["base"]))
-        load_s = time.perf_counter() - t0
-
-        def ask(q):
-            prompt = models[0].passage_prompt(q, passages_for(q))
-            return [sm_.generate([prompt], "base", gen)[0] for sm_ in models]
-    torch.set_num_threads(args.threads) if args.threads else None
-    ask(QUERIES[0])  # warm-up
-    times = []
-    for q in QUERIES[: args.queries]:
+    def ask(q):
+        """(seconds, seconds to the first token, questions) of one query, retrieval included."""
         t = time.perf_counter()
-        ask(q)
-        times.append(time.perf_counter() - t)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"variant": args.variant, "stages": len(stages), "load_s": round(load_s, 2),
-            "ask_median_s": round(statistics.median(times), 2), "ask_max_s": round(max(times), 2),
-            "peak_rss_mb": round(peak_mb)}
+        if args.variant == "peft-batched":  # what Explore cost before: no streaming, one batch
+            sm = asker.stage_model
+            prompt = sm.passage_prompt(q, [h.passage for h in asker.retrieve(q, 3)])
+            texts = [extract_question(x) for x in sm.generate([prompt] * len(stages), stages, gen)]
+            secs = time.perf_counter() - t
+            return secs, secs, texts
+        first, texts = None, []
+        for ev in asker.ask_stream(q, k=3, gen=gen):
+            if ev["event"] == "token" and first is None:
+                first = time.perf_counter() - t
+            elif ev["event"] == "stage":
+                texts.append(ev.get("question", ev.get("error")))
+        return time.perf_counter() - t, first, texts
+
+    ask(QUERIES[-1])  # warm-up (not timed, and not one of the timed queries)
+    rows = [ask(q) for q in QUERIES[: args.queries]]
+    times, firsts = [r[0] for r in rows], [r[1] for r in rows if r[1] is not None]
+    out = {"variant": args.variant, "stages": len(stages), "load_s": round(load_s, 2),
+           "p50_s": round(statistics.median(times), 2), "p90_s": round(_p90(times), 2),
+           "first_token_p50_s": round(statistics.median(firsts), 2) if firsts else None,
+           "first_token_max_s": round(max(firsts), 2) if firsts else None,
+           "texts": [r[2] for r in rows]}
+    if args.variant == "merged-stream":  # the same queries again: every answer from the cache
+        again = [ask(q)[0] for q in QUERIES[: args.queries]]
+        out["cached_p50_s"] = round(statistics.median(again), 4)
+    out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    return out
+
+
+def _p90(xs):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, round(0.9 * (len(xs) - 1)))]
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--variant", help=argparse.SUPPRESS)
-    ap.add_argument("--queries", type=int, default=5)
+    ap.add_argument("--queries", type=int, default=8, help=f"timed queries (at most {len(QUERIES) - 1})")
     ap.add_argument("--tokens", type=int, default=32)
-    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     ap.add_argument("--tiny", action="store_true", help="tiny random model instead of SmolLM2")
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--json", help="write the figures to this file (a variant: its row; the run: all rows)")
     args = ap.parse_args()
+    args.queries = min(args.queries, len(QUERIES) - 1)
     if args.variant:
-        row = run_variant(args)
-        if args.json:
-            Path(args.json).write_text(json.dumps(row))
-        else:
-            print(json.dumps(row))
+        Path(args.json).write_text(json.dumps(run_variant(args)))
         return
     workdir = args.workdir or tempfile.mkdtemp(prefix="bench-ask-")
     rows = []
-    for variant in ("separate-models", "shared-switch", "shared-batched"):
+    load = [os.getloadavg()[0]]
+    for variant in VARIANTS:
         # each variant writes its row to a file of its own: its stdout (library logs, progress bars, a
         # stray print) is never parsed
         result = Path(workdir) / f"result-{variant}.json"
@@ -123,16 +131,20 @@ def main():
         if out.returncode != 0 or not result.exists():
             sys.exit(f"{variant} failed (exit {out.returncode}):\n{out.stderr[-3000:]}")
         rows.append(json.loads(result.read_text()))
-    base = rows[0]
-    print(f"{'variant':<16} {'stages':>6} {'load s':>7} {'ask p50 s':>9} {'ask max s':>9} {'peak MB':>8} "
-          f"{'speed-up':>8} {'memory':>7}")
+        load.append(os.getloadavg()[0])
+    today, new = rows
+    same = sum(a == b for qa, qb in zip(today["texts"], new["texts"]) for a, b in zip(qa, qb))
+    total = sum(len(q) for q in today["texts"])
+    print(f"{'variant':<14} {'stages':>6} {'load s':>7} {'p50 s':>6} {'p90 s':>6} {'1st token p50/max s':>20} "
+          f"{'cached s':>9} {'peak MB':>8} {'speed-up':>8}")
     for r in rows:
-        print(f"{r['variant']:<16} {r['stages']:>6} {r['load_s']:>7} {r['ask_median_s']:>9} {r['ask_max_s']:>9} "
-              f"{r['peak_rss_mb']:>8} {base['ask_median_s'] / r['ask_median_s']:>7.2f}x "
-              f"{r['peak_rss_mb'] / base['peak_rss_mb']:>6.2f}x")
-    print("baseline = separate-models (one merged model per stage); ratios are against it.")
+        first = f"{r['first_token_p50_s']}/{r['first_token_max_s']}"
+        print(f"{r['variant']:<14} {r['stages']:>6} {r['load_s']:>7} {r['p50_s']:>6} {r['p90_s']:>6} {first:>20} "
+              f"{r.get('cached_p50_s', '-')!s:>9} {r['peak_rss_mb']:>8} {today['p50_s'] / r['p50_s']:>7.2f}x")
+    print(f"{args.queries} queries after a warm-up; identical questions: {same}/{total}; "
+          f"1-min load average before/between/after: {', '.join(f'{x:.1f}' for x in load)}")
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2))
+        Path(args.json).write_text(json.dumps({"rows": rows, "identical": [same, total], "loadavg": load}, indent=2))
 
 
 if __name__ == "__main__":

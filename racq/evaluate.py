@@ -74,6 +74,8 @@ class EvalConfig:
                                         "stage, one per prompt by hash (PromptConfig.base_openers; [] = none).")
     max_new_tokens: int = helpfield(32, "Most new tokens per question (greedy decoding).")
     batch_size: int = helpfield(8, "Prompts per batched generate call (stages mixed in a batch).")
+    engine: str = helpfield("peft", "peft = the reference path (PEFT mixed-adapter batches); merged = the app's "
+                                    "fast path (racq.fastgen), to check it asks the same (docs/eval/speed-equivalence.md).")
     reference_stage: str = helpfield("sft", "Stage every other stage is paired-tested against.")
     n_boot: int = helpfield(2000, "Bootstrap resamples for CIs and the paired test.")
     seed: int = helpfield(0, "Bootstrap seed.")
@@ -185,6 +187,8 @@ def generate_all(examples, passages, cfg: EvalConfig, cache: JsonlCache, stage_m
     from racq.generate import StageModel
     from racq.prompts import extract_question
 
+    if cfg.engine not in ("peft", "merged"):
+        raise EvalError(f"engine must be peft or merged, got {cfg.engine!r}")
     prompt_cfg = PromptConfig(top_k=cfg.top_k, passage_tokens=cfg.passage_tokens, base_openers=list(cfg.base_openers))
     tok = stage_model.tokenizer if stage_model is not None else _tokenizer(cfg.base_model)
     builder = StageModel(None, tok, [], prompt=prompt_cfg)  # the same prompt methods generation uses
@@ -192,6 +196,8 @@ def generate_all(examples, passages, cfg: EvalConfig, cache: JsonlCache, stage_m
     gen = GenConfig(max_new_tokens=cfg.max_new_tokens, do_sample=False, batch_size=cfg.batch_size)
     decoding = {"do_sample": False, "max_new_tokens": cfg.max_new_tokens, "base": model_identity(cfg.base_model),
                 "stop_at_question": gen.stop_at_question}
+    if cfg.engine != "peft":  # the reference path keeps its cache keys; another engine gets its own
+        decoding["engine"] = cfg.engine
     prompts, keys, out = {}, {}, {}
     for i, (e, ps) in enumerate(zip(examples, passages)):
         for s in cfg.stages:
@@ -220,9 +226,16 @@ def generate_all(examples, passages, cfg: EvalConfig, cache: JsonlCache, stage_m
                 raise EvalError(f"stage {s} could not be loaded: {sm.errors.get(s, 'unknown reason')}")
             if s != "base" and sm.adapter_hashes.get(s) not in (None, hashes[s]):
                 raise EvalError(f"stage {s}: the loaded adapter differs from the one on disk; reload")
+        if cfg.engine == "merged":
+            from racq.fastgen import MergedStages
+
+            fast = MergedStages(sm)
         for b in range(0, len(jobs), cfg.batch_size):
             batch = jobs[b:b + cfg.batch_size]
-            texts = sm.generate([prompts[j] for j in batch], [s for _, s in batch], gen)
+            if cfg.engine == "merged":  # one prompt at a time, as the app asks
+                texts = [fast.generate([prompts[j]], j[1], gen)[0] for j in batch]
+            else:
+                texts = sm.generate([prompts[j] for j in batch], [s for _, s in batch], gen)
             stats["generate_calls"] += 1
             new = {}
             for j, raw in zip(batch, texts):

@@ -1,17 +1,29 @@
-"""The path of a query: text -> checked query -> retrieve passages -> prompt -> one question per stage
--> faithfulness scores. `racq ask`, the app's Explore screen and the candidate pool all call this.
+"""The path of a query: text -> checked query -> retrieve passages (once) -> prompt -> every stage's
+question, streamed token by token -> faithfulness scores. `racq ask` and the app's Explore screen call
+`Asker.ask_stream`; `Asker.ask` is the same call drained into one dict.
 
     from racq.service import Asker
     asker = Asker.load()
     asker.ask("who played wolverine")
+    for event in asker.ask_stream("who played wolverine", score=True):
+        print(event["event"], event.get("stage"), event.get("text") or event.get("question"))
+
+Events, in order: one "passages" (query, notes, passages, stages, errors of stages not loaded); then per
+stage in display order "start", "token"* (the raw reply so far, when the engine streams) and "stage" (the
+final question, its scores, or its error). Generation: `engine="merged"` (default; racq.fastgen, greedy,
+adapters merged into one plain model per stage) or "peft" (the one PEFT model, as training uses; always
+for sampling). An answer cache (LRU, `cache_size` entries) answers the same query, k, stage adapter,
+settings and index again without generating; a stage loaded or retrained in place misses it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import unicodedata
+from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from racq.config import GenConfig, ModelConfig, PromptConfig
 
@@ -50,16 +62,54 @@ def clean_query(text, max_chars: int = MAX_QUERY_CHARS) -> tuple[str, list[str]]
     return kept, notes
 
 
+class AnswerCache:
+    """A bounded least-recently-used map (OrderedDict); `drop(stage)` forgets that stage's answers."""
+
+    def __init__(self, size: int = 256):
+        self.size, self.data = max(0, int(size)), OrderedDict()
+
+    def get(self, key):
+        if key in self.data:
+            self.data.move_to_end(key)
+            return self.data[key]
+        return None
+
+    def put(self, key, value) -> None:
+        if self.size:
+            self.data[key] = value
+            self.data.move_to_end(key)
+            while len(self.data) > self.size:
+                self.data.popitem(last=False)
+
+    def drop(self, stage: str) -> int:
+        gone = [k for k in self.data if k[0] == "stage" and k[1] == stage]
+        for k in gone:
+            del self.data[k]
+        return len(gone)
+
+
+ENGINES = ("merged", "peft")
+
+
 @dataclass
 class Asker:
     stage_model: object  # racq.generate.StageModel
     index: object  # racq.retrieval.Index
     scorer: object | None = None  # racq.faithfulness.Scorer
     prompt: PromptConfig = field(default_factory=PromptConfig)
+    engine: str = "merged"  # "merged" (racq.fastgen) or "peft" (StageModel.generate)
+    cache_size: int = 256
+    _fast: object = field(default=None, repr=False)
+    _cache: AnswerCache = field(default=None, repr=False)
+
+    def __post_init__(self):
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+        self._cache = AnswerCache(self.cache_size)
 
     @classmethod
     def load(cls, model: ModelConfig | None = None, prompt: PromptConfig | None = None, retrieval=None,
-             with_scorer: bool = False, stage_model=None, index=None) -> "Asker":
+             with_scorer: bool = False, stage_model=None, index=None, cache_size: int = 256) -> "Asker":
         from racq import retrieval as r
         from racq.generate import StageModel
 
@@ -75,7 +125,9 @@ class Asker:
             from racq.faithfulness import Scorer
 
             scorer = Scorer()
-        return cls(sm, idx, scorer, prompt)
+        asker = cls(sm, idx, scorer, prompt, engine=model.engine, cache_size=cache_size)
+        asker.refresh()  # build the merged copies now, not on the first query
+        return asker
 
     @property
     def stages(self) -> list[str]:
@@ -84,27 +136,111 @@ class Asker:
     def retrieve(self, query: str, k: int | None = None):
         return self.index.search(query, k or self.prompt.top_k)
 
-    def ask(self, query, k: int | None = None, stages: Sequence[str] | None = None, score: bool = False,
-            gen: GenConfig | None = None) -> dict:
-        """Everything a screen needs for one query, as plain data."""
+    # ------------------------------------------------------------ engines and the cache
+    @property
+    def fast(self):
+        """The merged-stage engine (racq.fastgen.MergedStages), made on first use; None for engine=peft."""
+        if self.engine != "merged" or not hasattr(self.stage_model, "model"):
+            return None
+        if self._fast is None:
+            from racq.fastgen import MergedStages
+
+            self._fast = MergedStages(self.stage_model)
+        return self._fast
+
+    def refresh(self, stage: str | None = None) -> None:
+        """After a stage was loaded or retrained in place: (re)build its merged copy and forget its
+        cached answers (all stages' when `stage` is None)."""
+        if stage is None:
+            self._cache = AnswerCache(self.cache_size)
+        else:
+            self._cache.drop(stage)
+        if self.fast is not None:
+            self.fast.sync()
+
+    def _key(self, query: str, k: int, stage: str, gen: GenConfig) -> tuple:
+        settings = dataclasses.replace(gen, batch_size=0)  # batching does not change a greedy answer
+        fp = (getattr(self.index, "meta", None) or {}).get("fingerprint", id(self.index))
+        return ("stage", stage, self.stage_model.adapter_hashes.get(stage, ""), query, k, repr(settings),
+                repr(self.stage_model.prompt), fp, self.engine)
+
+    def _stream(self, prompt: str, stage: str, gen: GenConfig) -> Iterator[str]:
+        if self.fast is not None and not gen.do_sample:
+            yield from self.fast.stream(prompt, stage, gen)
+        else:
+            yield self.stage_model.generate([prompt], stage, gen)[0]
+
+    # ------------------------------------------------------------ asking
+    def ask_stream(self, query, k: int | None = None, stages: Sequence[str] | None = None, score: bool = False,
+                   gen: GenConfig | None = None) -> Iterator[dict]:
+        """The events of one query (see the module docstring). A stage that fails while generating or
+        scoring says so in its own "stage" event; the other stages still answer. BadQuery is raised
+        before any event."""
+        from racq.prompts import extract_question
+
         t0 = time.perf_counter()
+        gen = gen or GenConfig()
         query, notes = clean_query(query)
+        k = k or self.prompt.top_k
         hits = self.retrieve(query, k)
-        t1 = time.perf_counter()
         passages = [h.passage for h in hits]
         wanted = list(stages or self.stages)
         errors = {s: self.stage_model.errors.get(s, "not loaded") for s in wanted if s not in self.stages}
         errors.update({s: e for s, e in self.stage_model.errors.items() if stages is None})
-        ready = [s for s in wanted if s in self.stages]
-        questions = self.stage_model.ask(query, passages, ready, gen) if ready else {}
-        t2 = time.perf_counter()
-        out = {"query": query, "notes": notes,
+        yield {"event": "passages", "query": query, "notes": notes, "stages": wanted, "errors": errors,
                "passages": [{"rank": h.rank, "score": float(h.score), "pid": h.passage.pid,
                              "title": h.passage.title, "text": h.passage.text} for h in hits],
-               "questions": questions, "errors": errors,
-               "adapter_hashes": {s: self.stage_model.adapter_hashes.get(s, "") for s in questions},
-               "seconds": {"retrieve": round(t1 - t0, 3), "generate": round(t2 - t1, 3)}}
-        if score and self.scorer is not None:
-            out["scores"] = {s: self.scorer.score(query, passages, q) for s, q in questions.items()}
-            out["seconds"]["score"] = round(time.perf_counter() - t2, 3)
+               "seconds": round(time.perf_counter() - t0, 3)}
+        prompt = None
+        for stage in wanted:
+            if stage in errors:
+                yield {"event": "stage", "stage": stage, "error": errors[stage]}
+                continue
+            key = self._key(query, k, stage, gen)
+            done = None if gen.do_sample else self._cache.get(key)
+            if done is None:
+                yield {"event": "start", "stage": stage}
+                t = time.perf_counter()
+                prompt = prompt or self.stage_model.passage_prompt(query, passages)
+                raw = ""
+                try:
+                    for raw in self._stream(prompt, stage, gen):
+                        yield {"event": "token", "stage": stage, "text": raw}
+                except Exception as e:  # noqa: BLE001 - this stage's card shows it, the others go on
+                    yield {"event": "stage", "stage": stage, "error": f"{type(e).__name__}: {e}"}
+                    continue
+                done = {"question": extract_question(raw), "raw": raw,
+                        "adapter_hash": self.stage_model.adapter_hashes.get(stage, ""),
+                        "seconds": round(time.perf_counter() - t, 3)}
+                if not gen.do_sample:
+                    self._cache.put(key, done)
+                cached = False
+            else:
+                cached = True
+            if score and self.scorer is not None and done["question"] and "scores" not in done:
+                try:
+                    # against the passages the prompt held (k may retrieve more for the screen)
+                    done["scores"] = self.scorer.score(query, passages[:self.prompt.top_k], done["question"])
+                except Exception as e:  # noqa: BLE001 - keep the question, say why scores are missing
+                    done = {**done, "score_error": f"{type(e).__name__}: {e}"}
+            yield {"event": "stage", "stage": stage, "cached": cached, **done}
+        yield {"event": "done", "seconds": round(time.perf_counter() - t0, 3)}
+
+    def ask(self, query, k: int | None = None, stages: Sequence[str] | None = None, score: bool = False,
+            gen: GenConfig | None = None) -> dict:
+        """Everything a screen needs for one query, as plain data: ask_stream drained."""
+        out = {"questions": {}, "adapter_hashes": {}, "seconds": {}}
+        for ev in self.ask_stream(query, k, stages, score, gen):
+            if ev["event"] == "passages":
+                out.update({k_: ev[k_] for k_ in ("query", "notes", "passages", "errors")})
+                out["seconds"]["retrieve"] = ev["seconds"]
+            elif ev["event"] == "stage" and "error" in ev:
+                out["errors"][ev["stage"]] = ev["error"]
+            elif ev["event"] == "stage":
+                out["questions"][ev["stage"]] = ev["question"]
+                out["adapter_hashes"][ev["stage"]] = ev["adapter_hash"]
+                if "scores" in ev:
+                    out.setdefault("scores", {})[ev["stage"]] = ev["scores"]
+            elif ev["event"] == "done":
+                out["seconds"]["total"] = ev["seconds"]
         return out

@@ -47,22 +47,32 @@ def test_esc_leaves_no_markup_or_template():
     assert "&lt;img" in out
 
 
-class _FakeAsker:
+class _FakeStageModel:
     """Two stages; `sft` raises while generating; one stage failed to load."""
 
-    def __init__(self):
-        self.stages = ["base", "sft"]
-        self.stage_model = types.SimpleNamespace(errors={"aligned": "adapter_config.json is unreadable"})
-        self.scorer = None
+    stages = ["base", "sft"]
+    errors = {"aligned": "adapter_config.json is unreadable"}
+    adapter_hashes = {"base": "base", "sft": "s1"}
+    prompt = None
 
-    def ask(self, query, k=None, stages=None, gen=None):
-        (stage,) = stages
+    def passage_prompt(self, query, passages):
+        return query
+
+    def generate(self, prompts, stage, gen=None):
         if stage == "sft":
             raise RuntimeError("boom")
-        errors = {s: self.stage_model.errors[s] for s in stages if s in self.stage_model.errors}
-        return {"query": query, "passages": [{"rank": 1, "score": 0.5, "pid": "p", "title": "T",
-                                              "text": INJECT}],
-                "questions": {} if errors else {stage: f"Do you mean {INJECT}?"}, "errors": errors}
+        return [f"Do you mean {INJECT}?"]
+
+
+class _FakeIndex:
+    def search(self, query, k):
+        return [types.SimpleNamespace(rank=1, score=0.5, passage=Passage("T", INJECT))]
+
+
+def _FakeAsker():  # noqa: N802 - the real Asker (one ask_stream for all stages) over fakes
+    from racq.service import Asker
+
+    return Asker(_FakeStageModel(), _FakeIndex(), engine="peft")
 
 
 def test_explore_shows_each_stage_error_and_bad_query(tmp_path):

@@ -235,3 +235,39 @@ def test_explore_fills_stage_cards(page, app, ui_env):
     expect(status).to_contain_text("3 stages", timeout=90_000)
     expect(page.locator("#explore-passages")).to_contain_text("Injected <b>title</b>")
     assert page.locator("img[src='x']").count() == 0 and dialogs == []
+
+
+# A card in the "generating" state and its partial text's length, if longer than `n` (for `stage`, or
+# any stage when it is empty): what the page shows while tokens stream in.
+GROWING = """([stage, n]) => {
+  for (const b of document.querySelectorAll('#explore-cards .racq-body[data-state="generating"]')) {
+    const c = b.closest('.racq-card'), t = (b.querySelector('.racq-partial') || {}).innerText || '';
+    if ((!stage || c.dataset.stage === stage) && t.length > n) return [c.dataset.stage, t.length];
+  }
+  return false;
+}"""
+
+
+def test_explore_card_text_grows_while_its_stage_generates(page, ui_env, monkeypatch):
+    """Token streaming seen in the browser: the tiny model answers in milliseconds, so the server waits
+    after each token (racq.fastgen.SLOW_TOKENS_ENV, a test-only hook); the test waits on the DOM only."""
+    from racq.fastgen import SLOW_TOKENS_ENV
+
+    monkeypatch.setenv(SLOW_TOKENS_ENV, "0.4")
+    cfg = yaml.safe_load(ui_env["config"].read_text())
+    config = ui_env["root"] / "slow-tokens.yaml"
+    config.write_text(yaml.safe_dump({**cfg, "max_new_tokens": 12, "score": False}))
+    with AppServer(config, ui_env["root"] / "slow-tokens.log") as server:
+        page.goto(server.url)
+        page.get_by_label("Query").fill("who sang the song angel")
+        page.locator("#explore-ask").click()
+        stage, n = page.wait_for_function(GROWING, arg=["", 0], timeout=90_000).json_value()
+        expect(page.locator("#explore-status")).to_contain_text(f"generating {stage}")
+        # the same card, still generating, with more text than before
+        longer = page.wait_for_function(GROWING, arg=[stage, n], timeout=30_000).json_value()
+        assert longer[0] == stage and longer[1] > n
+        # the cards stay in display order while they fill
+        assert page.locator(".racq-card").evaluate_all("cs => cs.map(c => c.dataset.stage)") == \
+            ["base", "sft", "aligned"]
+        expect(page.locator("#explore-status")).to_contain_text("3 stages", timeout=90_000)
+        expect(page.locator(".racq-card .racq-body[data-state='done']")).to_have_count(3)

@@ -49,21 +49,31 @@ def ask(query: str = typer.Argument(..., help="The user's query."),
     mc = _model_config(base_model, adapters_dir)
     try:
         asker = Asker.load(mc, PromptConfig(top_k=k), RetrievalConfig(embedder=mc.embedder, index=index or ""))
-        result = asker.ask(query, k=k, stages=stages.split(",") if stages else None)
+        wanted = stages.split(",") if stages else None
+        if as_json:
+            print(json.dumps(asker.ask(query, k=k, stages=wanted), indent=2, ensure_ascii=False))
+            return
+        _print_stream(asker.ask_stream(query, k=k, stages=wanted), sys.stdout.isatty())
     except Exception as e:  # noqa: BLE001 - one clear line for the user, not a traceback
         _fail(str(e))
-    if as_json:
-        print(json.dumps(result, indent=2, ensure_ascii=False))
-        return
-    for hit in result["passages"]:
-        title = f"{hit['title']}: " if hit["title"] else ""
-        print(f"[{hit['rank']}] ({hit['score']:.3f}) {title}{hit['text'][:200]}")
-    print()
-    for st, q in result["questions"].items():
-        print(f"{st:>12}: {q or '(no question)'}")
-    for st, err in result.get("errors", {}).items():
-        print(f"{st:>12}: unavailable ({err})")
     print(f"\n({time.time() - t0:.1f} s)", file=sys.stderr)
+
+
+def _print_stream(events, live: bool) -> None:
+    """Passages, then one line per stage as it is generated: word by word on a terminal (the line is
+    rewritten with the final question when it ends), the finished line otherwise (pipes, files)."""
+    for ev in events:
+        stage = ev.get("stage")
+        if ev["event"] == "passages":
+            for hit in ev["passages"]:
+                title = f"{hit['title']}: " if hit["title"] else ""
+                print(f"[{hit['rank']}] ({hit['score']:.3f}) {title}{hit['text'][:200]}")
+            print()
+        elif ev["event"] == "token" and live:
+            print(f"\r\033[K{stage:>12}: {' '.join(ev['text'].split())}", end="", flush=True)
+        elif ev["event"] == "stage":
+            line = f"unavailable ({ev['error']})" if "error" in ev else ev["question"] or "(no question)"
+            print(f"\r\033[K{stage:>12}: {line}" if live else f"{stage:>12}: {line}", flush=True)
 
 
 # ------------------------------------------------------------------ index

@@ -55,6 +55,10 @@ class AppConfig:
     embedder: str = helpfield(_default(ModelConfig, "embedder"), "Sentence-transformers model (retrieval).")
     dtype: str = helpfield(_default(ModelConfig, "dtype"), "Torch dtype of the base model.")
     threads: int = helpfield(0, "torch.set_num_threads; 0 = torch's default.")
+    engine: str = helpfield(_default(ModelConfig, "engine"), "Generation engine of Explore: merged (fast, "
+                                                             "streams tokens) or peft (less memory).")
+    cache_size: int = helpfield(256, "Answers kept in memory (query, k, stage adapter, settings, index): the "
+                                     "same question again answers at once; 0 = no cache.")
     stages: list[str] = helpfield([], "Stages to show and annotate (empty = every stage on disk).")
     index_dir: str = helpfield("", "Passage index folder (empty = racq.retrieval's default).")
     index: str = helpfield("", "A named index of your own corpus (`racq index build --passages PATH --name NAME`, "
@@ -99,7 +103,7 @@ class AppConfig:
 
     def model_config(self) -> ModelConfig:
         return ModelConfig(base_model=self.base_model, embedder=self.embedder, adapters_dir=self.adapters_dir,
-                           dtype=self.dtype, threads=self.threads)
+                           dtype=self.dtype, threads=self.threads, engine=self.engine)
 
     def prompt_config(self) -> PromptConfig:
         return PromptConfig(top_k=self.prompt_k)
@@ -133,7 +137,8 @@ def load_asker(cfg: AppConfig):
         index = retrieval.load_named(rc.index, rc)
     else:
         index = retrieval.load_or_build(rc) if cfg.check_index else retrieval.Index.load(rc.index_dir, cfg=rc)
-    return Asker.load(cfg.model_config(), cfg.prompt_config(), rc, with_scorer=cfg.score, index=index)
+    return Asker.load(cfg.model_config(), cfg.prompt_config(), rc, with_scorer=cfg.score, index=index,
+                      cache_size=cfg.cache_size)
 
 
 @dataclass
@@ -204,6 +209,8 @@ class AppContext:
             sm = getattr(self._asker, "stage_model", None)
             if hasattr(sm, "add_stage"):
                 added = sm.add_stage(name, Path(self.cfg.adapters_dir) / name)
+                if hasattr(self._asker, "refresh"):  # its merged copy, and no cached answers of the old one
+                    self._asker.refresh(name)
                 return f"Stage {name} {'is loaded' if added else 'was already loaded'}: {shown}"
             if self.asker_factory is not None:  # no in-place attach: rebuild on next use
                 self._asker = None

@@ -7,15 +7,16 @@ API (named endpoint, streams stage by stage):
     from gradio_client import Client
     Client("http://127.0.0.1:7860/").predict("who played wolverine", 3, api_name="/explore_ask")
 
-The handler is a generator: the passages show first, then each stage's card fills as it is generated.
-Each stage is asked on its own, so a stage that fails shows its error while the others still answer.
+The handler is a generator over one `Asker.ask_stream` call (racq.service: the query is cleaned and
+retrieved once, every stage generated and scored there): the passages show first, then each stage's card
+fills word by word while it is generated (marked "generating…"), in display order; stages not started
+yet say "waiting…". A stage that fails shows its error while the others still answer.
 """
 
 import time
 
 import gradio as gr  # at module level, no postponed annotations: Gradio must resolve `request: gr.Request`
 
-from racq.data import Passage
 from racq.service import BadQuery, clean_query
 from racq.store import is_pool_query
 from racq.ui.render import esc, mark_words, message_html, passages_html
@@ -37,28 +38,6 @@ def _missing(ctx, asker, stage: str) -> bool:
     return stage not in asker.stages and stage not in getattr(asker.stage_model, "errors", {})
 
 
-def ask_stage(ctx, asker, query: str, k: int, stage: str) -> tuple[dict, list[dict] | None]:
-    """One stage's card data and the retrieved passages: {"question", "scores"|"score_error"} or {"error"}."""
-    if _missing(ctx, asker, stage):
-        return {"error": f"no adapter for this stage in {ctx.cfg.adapters_dir}"}, None
-    try:
-        r = asker.ask(query, k=k, stages=[stage], gen=ctx.cfg.gen_config())
-    except BadQuery:
-        raise
-    except Exception as e:  # noqa: BLE001 - shown in that stage's card, the others go on
-        return {"error": f"{type(e).__name__}: {e}"}, None
-    if stage in r.get("errors", {}):
-        return {"error": r["errors"][stage]}, r["passages"]
-    card = {"question": r["questions"].get(stage, "")}
-    if getattr(asker, "scorer", None) is not None and card["question"]:
-        try:
-            passages = [Passage(p["title"], p["text"]) for p in r["passages"][:ctx.cfg.prompt_k]]
-            card["scores"] = asker.scorer.score(r["query"], passages, card["question"])
-        except Exception as e:  # noqa: BLE001 - keep the question, say why scores are missing
-            card["score_error"] = f"{type(e).__name__}: {e}"
-    return card, r["passages"]
-
-
 def _option_html(opt: dict, passages: list[dict]) -> str:
     from racq.options import norm_word
 
@@ -74,13 +53,22 @@ def _option_html(opt: dict, passages: list[dict]) -> str:
             f"…{sentence}…</span></li>")
 
 
+def _card(stage: str, state: str, body: str) -> str:
+    # the state on the body: waiting / generating / done / error, for styling and browser tests
+    return (f"<div class='racq-card' data-stage='{esc(stage)}'><h4>{esc(stage)}</h4>"
+            f"<div class='racq-body' data-state='{state}'>{body}</div></div>")
+
+
 def card_html(stage: str, card: dict | None, passages: list[dict]) -> str:
-    head = f"<h4>{esc(stage)}</h4>"
+    """A stage's card: None = not started ("waiting…"); {"partial": text} = being generated;
+    {"error": ...}; else the final {"question", "scores"|"score_error"}."""
     if card is None:
-        return f"<div class='racq-card' data-stage='{esc(stage)}'>{head}{message_html('generating…', 'pending')}</div>"
+        return _card(stage, "waiting", message_html("waiting…", "pending"))
     if "error" in card:
-        body = message_html(f"unavailable: {card['error']}", "error")
-        return f"<div class='racq-card' data-stage='{esc(stage)}'>{head}{body}</div>"
+        return _card(stage, "error", message_html(f"unavailable: {card['error']}", "error"))
+    if "partial" in card:
+        return _card(stage, "generating", f"<div class='racq-question racq-partial'>{esc(card['partial'])}</div>"
+                                          + message_html("generating…", "pending"))
     q = card.get("question") or ""
     body = [f"<div class='racq-question'>{esc(q) if q else message_html('(the model produced no question)', 'pending')}</div>"]
     scores = card.get("scores")
@@ -100,7 +88,7 @@ def card_html(stage: str, card: dict | None, passages: list[dict]) -> str:
             body.append("<div class='racq-metrics'>no options offered</div>")
     elif card.get("score_error"):
         body.append(message_html(f"scores unavailable: {card['score_error']}", "error"))
-    return f"<div class='racq-card' data-stage='{esc(stage)}'>{head}{''.join(body)}</div>"
+    return _card(stage, "done", "".join(body))
 
 
 def cards_html(stages: list[str], cards: dict, passages: list[dict]) -> str:
@@ -132,21 +120,41 @@ def run_query(ctx, query, k, hide_pool: bool = False):
         yield message_html(f"the models could not be loaded: {type(e).__name__}: {e}", "error"), "", ""
         return
     stages = stages_to_ask(ctx, asker)
-    cards: dict = {}
+    # a stage named in the settings with no adapter folder at all: this screen says where it looked
+    cards: dict = {s: {"error": f"no adapter for this stage in {ctx.cfg.adapters_dir}"}
+                   for s in stages if _missing(ctx, asker, s)}
     passages: list[dict] = []
     note = "".join(f" ({esc(n)})" for n in notes)
-    for i, stage in enumerate(stages):
-        status = message_html(f"generating {stage} ({i + 1}/{len(stages)})…", "pending")
-        yield status, passages_html(passages, ctx.cfg.prompt_k), cards_html(stages, cards, passages)
-        try:
-            cards[stage], got = ask_stage(ctx, asker, query, k, stage)
-        except BadQuery as e:
-            yield message_html(str(e), "error"), "", ""
-            return
-        passages = got if got is not None else passages
+
+    def update(status):
+        return status, passages_html(passages, ctx.cfg.prompt_k), cards_html(stages, cards, passages)
+
+    events = asker.ask_stream(query, k=k, stages=[s for s in stages if s not in cards],
+                              score=getattr(asker, "scorer", None) is not None, gen=ctx.cfg.gen_config())
+    try:
+        for ev in events:
+            kind, stage = ev["event"], ev.get("stage")
+            if kind == "passages":
+                passages = ev["passages"]
+            elif kind in ("start", "token"):
+                cards[stage] = {"partial": ev.get("text", "")}
+                i = stages.index(stage)
+                yield update(message_html(f"generating {stage} ({i + 1}/{len(stages)})…", "pending"))
+                continue
+            elif kind == "stage":
+                cards[stage] = {k_: ev[k_] for k_ in ("error", "question", "scores", "score_error") if k_ in ev}
+            else:
+                continue
+            yield update(message_html("generating…", "pending"))
+    except BadQuery as e:
+        yield message_html(str(e), "error"), "", ""
+        return
+    except Exception as e:  # noqa: BLE001 - e.g. retrieval failed: every unanswered card says why
+        for s in stages:
+            if s not in cards or "partial" in cards[s]:
+                cards[s] = {"error": f"{type(e).__name__}: {e}"}
     secs = time.perf_counter() - t0
-    status = f"<div>{len(stages)} stages, {len(passages)} passages, {secs:.1f} s{note}</div>"
-    yield status, passages_html(passages, ctx.cfg.prompt_k), cards_html(stages, cards, passages)
+    yield update(f"<div>{len(stages)} stages, {len(passages)} passages, {secs:.1f} s{note}</div>")
 
 
 def build(ctx) -> None:

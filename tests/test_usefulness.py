@@ -25,8 +25,9 @@ QUERY = "Who won the world cup?"
 INTERPS = [Interpretation("Who won the 2018 men's world cup?", ("France",)),
            Interpretation("Who won the 2019 women's world cup?", ("United States", "USA")),
            Interpretation("Who won the first world cup?", ("Uruguay",))]
-# The matcher's kappa on data/calibration/usefulness.jsonl when the set was labelled (its README).
-KAPPA_FLOOR = 0.3
+# The matcher's kappa on data/calibration/usefulness.jsonl when the set was labelled: 0.806 (290 pairs,
+# accuracy 0.907; data/calibration/README.md). The floor fails if the matcher drifts towards chance.
+KAPPA_FLOOR = 0.6
 
 
 def test_options_naming_interpretations_are_counted_once_each():

@@ -81,6 +81,10 @@ class PromptConfig:
         "(about half 'Which ...:', then 'Do you ...', 'Are you ...'; chosen on t2 questions), and "
         "bench/bench_blind_opener.py measures on a pool that first words no longer tell base apart. "
         "Empty list: no opener. Trained stages never get one.")
+    evidence: str = helpfield(
+        "lead", "Which evidence the prompt shows (racq.evidence): lead = the top_k passages' first "
+                "passage_tokens tokens (the shipped adapters were trained on it); mmr = sentences from all "
+                "ranked passages chosen for query relevance and novelty within lead's token budget.")
 
 
 @dataclass
@@ -92,6 +96,10 @@ class GenConfig:
     top_k: int = helpfield(50, "Top-k sampling cut.")
     batch_size: int = helpfield(8, "Prompts per generate() call.")
     stop_at_question: bool = helpfield(True, "Stop a row at its first '?' (the answer is cut there anyway).")
+    no_repeat_ngram_size: int = helpfield(
+        0, "Decoding guard: never repeat an n-gram of this many tokens within the reply (the prompt's own "
+           "n-grams stay allowed; racq.decoding). 0 = off (the default until it is shown to help: "
+           "docs/eval/test-usefulness-report.md).")
 
 
 def _coerce(value, typ):
@@ -203,6 +211,10 @@ class TrainConfig:
                                             "faithfulness_filter the least faithful one is kept.")
     faithfulness_filter: bool = helpfield(False, "Rank candidates with the project's faithfulness scorer and "
                                                  "drop pairs whose chosen is not more faithful than rejected.")
+    useful_ranking: bool = helpfield(False, "With faithfulness_filter: rank candidates by faithful AND useful "
+                                            "(useful & grounded, then grounded, interpretation coverage, distinct "
+                                            "options; t2's AmbigNQ interpretations, racq.usefulness) instead of "
+                                            "by faithfulness alone.")
     gen_batch_size: int = helpfield(8, "Prompts per generate() call while building pairs.")
     # DPO
     beta: float = helpfield(0.2, "DPO beta (sigmoid loss).")

@@ -25,10 +25,26 @@ LABELS = {"rouge1": "ROUGE-1 ↑", "rouge2": "ROUGE-2 ↑", "rougeL": "ROUGE-L �
           "embed_sim": "embed sim ↑", "hallucinated": "hallucinated ↓", "grounded": "grounded ↑", "repeats_option": "repeats an option ↓", "option_support": "option support ↑",
           "has_options": "has options", "novel_content": "novel content ↓", "parent_precision": "PARENT P ↑",
           "parent_recall": "PARENT R ↑", "parent_f1": "PARENT F1 ↑", "is_question": "is a question ↑",
-          "nli_min": "NLI min ↑", "nli_hallucinated": "NLI hallucinated ↓"}
+          "nli_min": "NLI min ↑", "nli_hallucinated": "NLI hallucinated ↓",
+          "useful_grounded": "useful & grounded ↑", "covers_any": "covers ≥ 1 interpretation ↑",
+          "coverage": "interpretation coverage ↑", "distinct_options": "≥ 2 distinct options ↑",
+          "evidence_2plus": "evidence ≥ 2 interpretations", "evidence_share": "evidence share",
+          "grounded_prompt": "grounded in the prompt"}
+USEFUL_COLUMNS = ("useful_grounded", "covers_any", "coverage", "distinct_options", "evidence_2plus",
+                  "evidence_share", "grounded_prompt")
+USEFUL_NOTE = (
+    "Against AmbigNQ's human interpretations of each query (data/ambignq/, racq.usefulness). `covers ≥ 1 "
+    "interpretation` = at least one option names one of them (distinguishing words or answer); `interpretation "
+    "coverage` = share named; `≥ 2 distinct options` = two options that differ and add something beyond the query "
+    "(an echo of the query is no option, \"X, or X\" is one); `useful & grounded` = grounded ∧ ≥ 2 distinct ∧ "
+    "covers ≥ 1, the headline. Row `gold` only: `evidence ≥ 2 interpretations` = the prompt's passages (as the "
+    "prompt shows them) hold evidence for at least two interpretations (the ceiling the prompt allows), `evidence "
+    "share` = share of interpretations evidenced, `grounded in the prompt` = the gold question grounded in those "
+    "passages (the `grounded` column scores the whole top-k passages).")
 FAITH_COLUMNS = ("grounded", "hallucinated", "option_support", "has_options", "repeats_option", "novel_content",
                  "parent_precision", "parent_recall", "parent_f1", "is_question")
-KEY_TESTS = ("rougeL", "grounded", "hallucinated", "option_support", "novel_content", "parent_f1")
+KEY_TESTS = ("rougeL", "grounded", "useful_grounded", "covers_any", "hallucinated", "repeats_option",
+             "option_support")
 PAPER_NOTE = (
     "The paper's numbers come from an 8B model fine-tuned and decoded on GPUs. Ours differ in almost "
     "every respect, so the comparison shows the gap, not a reproduction: a 135M model (SmolLM2-135M-"
@@ -44,7 +60,7 @@ PAPER_NOTE = (
 # ---------------------------------------------------------------- aggregation
 def metric_names(rows: Sequence[dict]) -> list[str]:
     present = {m for r in rows for m, v in r["scores"].items() if v is not None}
-    order = list(REF_METRICS) + list(FAITH_COLUMNS) + ["nli_min", "nli_hallucinated"]
+    order = list(REF_METRICS) + list(FAITH_COLUMNS) + ["nli_min", "nli_hallucinated"] + list(USEFUL_COLUMNS)
     return [m for m in order if m in present]
 
 
@@ -145,6 +161,17 @@ def _calibration_md(cal: dict | None) -> list[str]:
     return out
 
 
+def _matcher_md(cal: dict | None) -> list[str]:
+    if not cal:
+        return ["Not computed (data/calibration/usefulness.jsonl is missing)."]
+    def row(name, b):
+        return f"| {name} | {b['n']} | {b['accuracy']:.3f} | {b['kappa']:.3f} |" if b else f"| {name} | 0 | — | — |"
+    return ["The matcher's \"this question names this interpretation\" against hand labels of question × "
+            "interpretation pairs from the t1/t2 splits (data/calibration/usefulness.jsonl, criteria in its README).",
+            "", "| pairs | n | accuracy | Cohen's κ |", "|---|---:|---:|---:|", row("all", cal),
+            row("not borderline", cal.get("clear"))] + [row(f"source: {s}", b) for s, b in cal.get("by_source", {}).items()]
+
+
 def report_markdown(metrics: dict) -> str:
     cfg = metrics["config"]
     ref = metrics["reference_stage"]
@@ -181,6 +208,9 @@ def report_markdown(metrics: dict) -> str:
         out += _table(res, tests, [s for s in stages if s != "gold"], [m for m in REF_METRICS if m in names])
         out += ["", "### Faithfulness to the passages", ""]
         out += _table(res, tests, stages, [m for m in (*FAITH_COLUMNS, "nli_min", "nli_hallucinated") if m in names])
+        if any(m in names for m in USEFUL_COLUMNS):
+            out += ["", "### Usefulness: the query's human interpretations", "", USEFUL_NOTE, ""]
+            out += _table(res, tests, stages, [m for m in USEFUL_COLUMNS if m in names])
         if tests:
             keys = [m for m in KEY_TESTS if m in names]
             out += ["", f"### Paired tests against `{ref}` (difference stage − {ref} [95% CI], bootstrap p, sign-test p)", "",
@@ -192,6 +222,7 @@ def report_markdown(metrics: dict) -> str:
                 out.append(f"| {s} | " + " | ".join(cells) + " |")
         out.append("")
     out += ["## Calibration of the faithfulness metric against hand labels", ""] + _calibration_md(metrics.get("calibration"))
+    out += ["", "## Agreement of the usefulness matcher with hand labels", ""] + _matcher_md(metrics.get("usefulness_calibration"))
     out += ["", "## Our ROUGE-L next to the RAC paper", "", paper_table(metrics["results"]), "", PAPER_NOTE, ""]
     return "\n".join(out)
 

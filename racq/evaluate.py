@@ -40,8 +40,10 @@ from racq.config import (ADAPTERS_DIR, BASE_MODEL, DEFAULT_EMBEDDER, REPO_ROOT, 
 from racq.data import Example, load_examples
 from racq.metrics import METRICS as REF_METRICS
 from racq.options import repeats_option
+from racq.usefulness import EVIDENCE_METRICS, USEFUL_METRICS, evidence, useful_scores
 from racq.prompts import base_opener
 
+USEFUL_COLUMNS = (*USEFUL_METRICS, *EVIDENCE_METRICS, "grounded_prompt")
 FAITH_METRICS = ("option_support", "hallucinated", "grounded", "repeats_option", "has_options", "novel_content", "parent_precision",
                  "parent_recall", "parent_f1", "is_question")
 NLI_METRICS = ("nli_min", "nli_hallucinated")
@@ -72,7 +74,11 @@ class EvalConfig:
     passage_tokens: int = helpfield(64, "Token budget per passage (as in training).")
     base_openers: list[str] = helpfield(PromptConfig().base_openers, "Reply openers of the untuned base "
                                         "stage, one per prompt by hash (PromptConfig.base_openers; [] = none).")
+    evidence: str = helpfield("lead", "What the prompt shows (PromptConfig.evidence): lead = top_k passages' "
+                              "first passage_tokens tokens; mmr = sentences from all own passages, same budget.")
     max_new_tokens: int = helpfield(32, "Most new tokens per question (greedy decoding).")
+    no_repeat_ngram_size: int = helpfield(0, "Decoding guard (GenConfig.no_repeat_ngram_size): no n-gram "
+                                             "of this many tokens twice in a reply; 0 = off.")
     batch_size: int = helpfield(8, "Prompts per batched generate call (stages mixed in a batch).")
     engine: str = helpfield("peft", "peft = the reference path (PEFT mixed-adapter batches); merged = the app's "
                                     "fast path (racq.fastgen), to check it asks the same (docs/eval/speed-equivalence.md).")
@@ -111,7 +117,8 @@ def passages_for(examples: Sequence[Example], cfg: EvalConfig, index=None) -> li
         from racq.train.common import rank_own_passages
 
         key = hashlib.sha1(cfg.run.encode()).hexdigest()[:8]
-        return rank_own_passages(examples, cfg.embedder, cfg.top_k, Path(cfg.cache_dir) / f"ranked-{key}.json")
+        k = cfg.top_k if cfg.evidence == "lead" else 10 ** 6  # mmr picks sentences from every own passage
+        return rank_own_passages(examples, cfg.embedder, k, Path(cfg.cache_dir) / f"ranked-{key}.json")
     if cfg.passages == "retrieved":
         if index is None:
             from racq.retrieval import RetrievalConfig, load_or_build
@@ -189,15 +196,19 @@ def generate_all(examples, passages, cfg: EvalConfig, cache: JsonlCache, stage_m
 
     if cfg.engine not in ("peft", "merged"):
         raise EvalError(f"engine must be peft or merged, got {cfg.engine!r}")
-    prompt_cfg = PromptConfig(top_k=cfg.top_k, passage_tokens=cfg.passage_tokens, base_openers=list(cfg.base_openers))
+    prompt_cfg = PromptConfig(top_k=cfg.top_k, passage_tokens=cfg.passage_tokens, base_openers=list(cfg.base_openers),
+                              evidence=cfg.evidence)
     tok = stage_model.tokenizer if stage_model is not None else _tokenizer(cfg.base_model)
     builder = StageModel(None, tok, [], prompt=prompt_cfg)  # the same prompt methods generation uses
     hashes = stage_hashes(cfg.adapters_dir, cfg.stages)
-    gen = GenConfig(max_new_tokens=cfg.max_new_tokens, do_sample=False, batch_size=cfg.batch_size)
+    gen = GenConfig(max_new_tokens=cfg.max_new_tokens, do_sample=False, batch_size=cfg.batch_size,
+                    no_repeat_ngram_size=cfg.no_repeat_ngram_size)
     decoding = {"do_sample": False, "max_new_tokens": cfg.max_new_tokens, "base": model_identity(cfg.base_model),
                 "stop_at_question": gen.stop_at_question}
     if cfg.engine != "peft":  # the reference path keeps its cache keys; another engine gets its own
         decoding["engine"] = cfg.engine
+    if cfg.no_repeat_ngram_size:  # only when on, so the keys of guard-free runs stay what they were
+        decoding["no_repeat_ngram_size"] = cfg.no_repeat_ngram_size
     prompts, keys, out = {}, {}, {}
     for i, (e, ps) in enumerate(zip(examples, passages)):
         for s in cfg.stages:
@@ -218,6 +229,9 @@ def generate_all(examples, passages, cfg: EvalConfig, cache: JsonlCache, stage_m
             say(f"loading {cfg.base_model} with stages {', '.join(sorted({s for _, s in jobs}))}")
             sm = StageModel.load(cfg.base_model, cfg.adapters_dir, stages=sorted({s for _, s in jobs}),
                                  include_hidden=True, prompt=prompt_cfg)
+        if sm.prompt.evidence != cfg.evidence:
+            raise EvalError(f"the stage model's prompts show {sm.prompt.evidence!r} evidence, the run asks for "
+                            f"{cfg.evidence!r}")
         if list(sm.prompt.base_openers) != list(cfg.base_openers):
             raise EvalError(f"the stage model primes base with {sm.prompt.base_openers!r}, the run asks for "
                             f"{cfg.base_openers!r}")
@@ -288,8 +302,9 @@ class CachedScorer:
         return vals
 
 
-def flat_scores(faith: dict, ref: dict | None, question: str, query: str = "") -> dict:
-    """The per-example numbers the report aggregates (None where a metric does not apply)."""
+def flat_scores(faith: dict, ref: dict | None, question: str, query: str = "", interps=()) -> dict:
+    """The per-example numbers the report aggregates (None where a metric does not apply; the
+    usefulness ones where the query has no human interpretations)."""
     row = {m: (ref or {}).get(m) for m in REF_METRICS}
     row.update({m: faith.get(m) for m in FAITH_METRICS if m in faith})
     row["has_options"] = int(faith["n_options"] > 0)
@@ -298,6 +313,8 @@ def flat_scores(faith: dict, ref: dict | None, question: str, query: str = "") -
     row["grounded"] = int(faith["n_options"] > 0 and not faith["hallucinated"])
     row["repeats_option"] = int(repeats_option(question, query))  # "the final or the final?"
     row["is_question"] = int("?" in question)
+    use = useful_scores(query, question, interps, row["grounded"], [o["core"] for o in faith["options"]])
+    row.update({m: use[m] for m in USEFUL_METRICS})
     for m in NLI_METRICS:
         if m in faith:
             row[m] = faith[m]
@@ -328,6 +345,9 @@ def evaluate(cfg: EvalConfig, *, stage_model=None, scorer=None, index=None, exam
     cache_dir = Path(cfg.cache_dir)
     gen_cache = JsonlCache(cache_dir / "generations.jsonl")
     questions, gen_stats = generate_all(exs, passages, cfg, gen_cache, stage_model, say)
+    shown = prompt_evidence(exs, passages, cfg, stage_model)
+    if cfg.evidence != "lead":  # the prompt saw sentences of every own passage: score against those
+        passages = shown
 
     scorer = scorer or Scorer(FaithfulnessConfig(embedder=cfg.embedder, nli_model=cfg.nli_model))
     cs = CachedScorer(scorer, JsonlCache(cache_dir / "scores.jsonl"), cfg.embedder, embedder)
@@ -335,14 +355,20 @@ def evaluate(cfg: EvalConfig, *, stage_model=None, scorer=None, index=None, exam
     refs = dict(zip(pairs, cs.reference([questions[p] for p in pairs], [exs[i].gold_question for i, _ in pairs])))
     rows = []
     for i, e in enumerate(exs):
+        interps = _interpretations(e.query)
         for s in [GOLD, *cfg.stages]:
             q = e.gold_question if s == GOLD else questions[i, s]
             faith = cs.faith(e.query, passages[i], q)
+            scores = flat_scores(faith, refs.get((i, s)), q, e.query, interps)
+            if s == GOLD:  # what the prompt makes possible: its evidence, and the reference grounded in it
+                scores.update({m: v for m, v in evidence(e.query, shown[i], interps).items() if m in EVIDENCE_METRICS})
+                in_prompt = faith if shown[i] == list(passages[i]) else cs.faith(e.query, shown[i], q)
+                scores["grounded_prompt"] = int(in_prompt["n_options"] > 0 and not in_prompt["hallucinated"])
             rows.append({"example": i, "dataset": e.dataset, "topic_id": e.topic_id, "query": e.query, "stage": s,
                          "adapter_hash": gen_stats["hashes"].get(s, ""),
                          "prompt": "query-only" if s in QUERY_ONLY_STAGES else ("gold" if s == GOLD else "passages"),
                          "passage_ids": [p.pid for p in passages[i]], "gold": e.gold_question, "prediction": q,
-                         "scores": flat_scores(faith, refs.get((i, s)), q, e.query),
+                         "scores": scores,
                          "options": [{k: o[k] for k in ("text", "supported", "how")} for o in faith["options"]],
                          "skipped": faith.get("skipped", [])})
     calib = None
@@ -357,6 +383,7 @@ def evaluate(cfg: EvalConfig, *, stage_model=None, scorer=None, index=None, exam
         except DataError as e:  # the run's own results matter more than the calibration report
             say(f"calibration skipped: {e}")
     metrics = evalreport.summarise(rows, cfg, calib)
+    metrics["usefulness_calibration"] = _matcher_agreement(say)
     metrics["generation"] = {k: v for k, v in gen_stats.items() if k != "hashes"}
     metrics["adapter_hashes"] = gen_stats["hashes"]
     from racq.models import list_stages
@@ -370,6 +397,36 @@ def evaluate(cfg: EvalConfig, *, stage_model=None, scorer=None, index=None, exam
     say(f"wrote {Path(cfg.results_dir) / cfg.run} ({metrics['seconds']} s; {gen_stats['generated']} generated, "
         f"{gen_stats['cached']} from cache)")
     return metrics
+
+
+def prompt_evidence(examples, passages, cfg: EvalConfig, stage_model=None) -> list[list]:
+    """Per example, the passages exactly as its prompt shows them (racq.evidence)."""
+    from racq.evidence import prompt_passages
+
+    tok = stage_model.tokenizer if stage_model is not None else _tokenizer(cfg.base_model)
+    return [prompt_passages(e.query, ps, tok, cfg.top_k, cfg.passage_tokens, cfg.evidence)
+            for e, ps in zip(examples, passages)]
+
+
+def _interpretations(query: str) -> list:
+    from racq.data import DataError
+    from racq.usefulness import interpretations_for
+
+    try:
+        return interpretations_for(query)
+    except DataError:  # no reference file: the usefulness columns read "—", the rest still runs
+        return []
+
+
+def _matcher_agreement(say) -> dict | None:
+    from racq.data import DataError
+    from racq.usefulness import matcher_agreement
+
+    try:
+        return matcher_agreement()
+    except DataError as e:
+        say(f"usefulness calibration skipped: {e}")
+        return None
 
 
 def config_dict(cfg: EvalConfig) -> dict:

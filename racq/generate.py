@@ -26,6 +26,7 @@ from transformers.generation.logits_process import (TemperatureLogitsWarper, Top
 
 from racq.config import ADAPTERS_DIR, BASE_MODEL, GenConfig, PromptConfig
 from racq.data import Passage
+from racq.decoding import guard_processors
 from racq.models import BASE_STAGE, Stage, list_stages, load_base, seeded_torch, stage_order
 from racq.prompts import base_opener, extract_question, passage_prompt_messages, query_prompt_messages, render
 
@@ -159,7 +160,7 @@ class StageModel:
     # ------------------------------------------------------------ prompts
     def passage_prompt(self, query: str, passages: Sequence[Passage]) -> str:
         p = self.prompt
-        msgs = passage_prompt_messages(query, passages, self.tokenizer, p.top_k, p.passage_tokens)
+        msgs = passage_prompt_messages(query, passages, self.tokenizer, p.top_k, p.passage_tokens, p.evidence)
         return render(msgs, self.tokenizer, p.use_chat_template)
 
     def query_prompt(self, query: str) -> str:
@@ -225,6 +226,7 @@ class StageModel:
                                           seed=(seed or 0) + 7919)
             mixture["processor"] = proc  # lets the caller read per-row provenance (uncond_share)
             custom.append(proc)
+        custom.extend(guard_processors(gen, enc["input_ids"].shape[1]))  # bans before our sampling warpers
         if use_own_warpers:
             custom.extend(sampling_processors(gen))
         kwargs = dict(**enc, generation_config=self._gen_config(gen, use_own_warpers),

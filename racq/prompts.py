@@ -39,19 +39,20 @@ def trim(text: str, budget: int, tokenizer=None) -> str:
     return tokenizer.decode(ids[:budget], skip_special_tokens=True).rstrip() + " ..."
 
 
-def format_passages(passages: Sequence[Passage], top_k: int, passage_tokens: int, tokenizer=None) -> str:
-    lines = []
-    for i, p in enumerate(list(passages)[:top_k], 1):
-        head = f"[{i}] {p.title}: " if p.title else f"[{i}] "
-        lines.append(head + trim(p.text, passage_tokens, tokenizer))
-    return "\n".join(lines)
+def format_passages(passages: Sequence[Passage], top_k: int, passage_tokens: int, tokenizer=None,
+                    evidence: str = "lead", query: str = "") -> str:
+    """The prompt's numbered passage lines, the evidence chosen by racq.evidence (`lead`: top_k heads)."""
+    from racq.evidence import block, prompt_passages
+
+    return block(prompt_passages(query, passages, tokenizer, top_k, passage_tokens, evidence))
 
 
 def passage_prompt_messages(query: str, passages: Sequence[Passage], tokenizer=None, top_k: int = 3,
-                            passage_tokens: int = 64) -> list[dict]:
-    """Chat messages for p(question | query, passages). `passages` are already ranked."""
+                            passage_tokens: int = 64, evidence: str = "lead") -> list[dict]:
+    """Chat messages for p(question | query, passages). `passages` are already ranked (for `mmr`
+    evidence: all of them, not just the top_k)."""
     user = (f"User Query: {query.strip()}\n"
-            f"Passages:\n{format_passages(passages, top_k, passage_tokens, tokenizer)}\n"
+            f"Passages:\n{format_passages(passages, top_k, passage_tokens, tokenizer, evidence, query)}\n"
             f"Clarifying Question:")
     return [{"role": "system", "content": INSTRUCTION}, {"role": "user", "content": user}]
 

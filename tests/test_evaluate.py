@@ -211,6 +211,34 @@ def test_retrieved_mode_scores_against_the_index_passages(tmp_path, tiny_lm, ada
     assert rows and all(len(r["passage_ids"]) == 3 and set(r["passage_ids"]) <= in_index for r in rows)
 
 
+def test_usefulness_columns_evidence_modes_and_the_guard(tmp_path, tiny_lm, adapters, examples, lexical,
+                                                          monkeypatch):
+    """Usefulness per row (stages and gold), the evidence ceiling on gold rows only, the report's
+    section; the mmr evidence and the decoding guard are new prompts/decodings (generated again)."""
+    first = evaluate(_cfg(tmp_path, tiny_lm, adapters), examples=examples, scorer=lexical)
+    rows = [json.loads(x) for x in (tmp_path / "results" / "t" / "per_example.jsonl").read_text().splitlines()]
+    for r in rows:
+        s = r["scores"]
+        assert s["covers_any"] in (0, 1) and 0 <= s["coverage"] <= 1 and s["distinct_options"] in (0, 1)
+        assert s["useful_grounded"] == int(s["grounded"] and s["distinct_options"] and s["covers_any"])
+        gold = r["stage"] == "gold"
+        for m in ("evidence_2plus", "evidence_share", "grounded_prompt"):
+            assert (s.get(m) is not None) == gold, (m, r["stage"])
+    assert {"useful_grounded", "covers_any", "evidence_2plus"} <= set(first["metrics"])
+    report = (tmp_path / "results" / "t" / "report.md").read_text()
+    assert "### Usefulness: the query's human interpretations" in report and "useful & grounded ↑" in report
+    assert first["usefulness_calibration"]["n"] >= 100
+
+    spy = Spy(monkeypatch)
+    guarded = evaluate(_cfg(tmp_path, tiny_lm, adapters, no_repeat_ngram_size=4), examples=examples, scorer=lexical)
+    assert guarded["generation"]["generated"] == 8 and spy.loads == 1  # a new decoding: not the cached one
+    mmr = evaluate(_cfg(tmp_path, tiny_lm, adapters, evidence="mmr", run="m"), examples=examples, scorer=lexical)
+    assert mmr["generation"]["generated"] == 8
+    rows = [json.loads(x) for x in (tmp_path / "results" / "m" / "per_example.jsonl").read_text().splitlines()]
+    own = {p.pid for e in examples for p in e.passages}
+    assert all(r["passage_ids"] and not set(r["passage_ids"]) <= own for r in rows)  # scored on what it showed
+
+
 # ---------------------------------------------------------------- calibration against hand labels
 def test_calibration_set_is_real_labelled_and_the_metric_agrees_above_the_floor():
     items = load_calibration()

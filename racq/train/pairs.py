@@ -11,6 +11,12 @@ sample, rejected = the least faithful mixture sample, and a pair is kept only wh
 strictly more faithful. A 135M model's single SFT sample is too often option-free or itself invented
 for RAC's "the SFT sample is the faithful side" to hold; the filter makes it hold.
 
+With `useful_ranking` as well, candidates are ranked by faithful AND useful (`ranking_key`): useful &
+grounded first (grounded, >= 2 distinct options, names >= 1 of the query's AmbigNQ interpretations --
+t2's interpretations are training data like its gold questions; test's never are), then grounded, then
+the share of interpretations named and distinct options, then faithfulness as before. Faithfulness
+alone rewards a vague option-free or one-option question; this prefers the questions users need.
+
     racq pairs                        # -> runs/default/pairs.jsonl (TRL prompt/chosen/rejected)
     racq pairs --set alpha=0.5 --set t2_limit=50
 
@@ -62,6 +68,24 @@ def faithfulness_key(s: dict) -> tuple:
             round(s["option_support"], 3), -round(s["novel_content"], 3))
 
 
+def ranking_key(s: dict) -> tuple:
+    """Sort key, higher = better: faithfulness_key, led by usefulness when `s["useful"]` holds
+    racq.usefulness.useful_scores (see the module docstring)."""
+    u = s.get("useful")
+    if u is None:
+        return faithfulness_key(s)
+    grounded = int(s["n_options"] > 0 and not s["hallucinated"])
+    return (u["useful_grounded"] or 0, grounded, round(u["coverage"] or 0.0, 3), u["distinct_options"],
+            *faithfulness_key(s))
+
+
+def _with_usefulness(score: dict, query: str, question: str, interps) -> dict:
+    from racq.usefulness import useful_scores
+
+    grounded = int(score["n_options"] > 0 and not score["hallucinated"])
+    return {**score, "useful": useful_scores(query, question, interps, grounded, [o["core"] for o in score["options"]])}
+
+
 def _pick(texts: list[str], n: int, scores: list[dict] | None, best: bool) -> list[tuple[int, dict | None]]:
     """Per example (n consecutive candidates): the index of the candidate kept and its score. Candidates
     without a "?" are never kept when one with a "?" exists; among equals the earliest sample wins."""
@@ -73,7 +97,7 @@ def _pick(texts: list[str], n: int, scores: list[dict] | None, best: bool) -> li
             out.append((asks[0], None))
             continue
         sign = 1 if best else -1
-        i = max(asks, key=lambda i: (tuple(sign * v for v in faithfulness_key(scores[i])), -i))
+        i = max(asks, key=lambda i: (tuple(sign * v for v in ranking_key(scores[i])), -i))
         out.append((i, scores[i]))
     return out
 
@@ -81,8 +105,11 @@ def _pick(texts: list[str], n: int, scores: list[dict] | None, best: bool) -> li
 def _summary(s: dict | None) -> dict | None:
     if s is None:
         return None
-    return {"n_options": s["n_options"], "hallucinated": s["hallucinated"],
-            "option_support": round(s["option_support"], 3), "novel_content": round(s["novel_content"], 3)}
+    out = {"n_options": s["n_options"], "hallucinated": s["hallucinated"],
+           "option_support": round(s["option_support"], 3), "novel_content": round(s["novel_content"], 3)}
+    if s.get("useful") is not None:
+        out.update({k: s["useful"][k] for k in ("useful_grounded", "coverage", "distinct_options")})
+    return out
 
 
 def build_pairs(cfg: TrainConfig, out_path: Path | None = None, stage_model=None) -> dict:
@@ -136,6 +163,14 @@ def build_pairs(cfg: TrainConfig, out_path: Path | None = None, stage_model=None
                            for k, (e, r) in enumerate(batch) for j in range(nc)]
                 rscores = [scorer.score(e.query, r, rejected[k * nr + j])
                            for k, (e, r) in enumerate(batch) for j in range(nr)]
+                if cfg.useful_ranking:
+                    from racq.usefulness import interpretations_for
+
+                    interps = [interpretations_for(e.query) for e, _ in batch]
+                    cscores = [_with_usefulness(cscores[k * nc + j], e.query, chosen[k * nc + j], interps[k])
+                               for k, (e, _) in enumerate(batch) for j in range(nc)]
+                    rscores = [_with_usefulness(rscores[k * nr + j], e.query, rejected[k * nr + j], interps[k])
+                               for k, (e, _) in enumerate(batch) for j in range(nr)]
             cpick, rpick = _pick(chosen, nc, cscores, best=True), _pick(rejected, nr, rscores, best=False)
             chosen, ctries = [chosen[i] for i, _ in cpick], [ctries[i] for i, _ in cpick]
             rejected = [rejected[i] for i, _ in rpick]
@@ -146,7 +181,7 @@ def build_pairs(cfg: TrainConfig, out_path: Path | None = None, stage_model=None
                     stats["dropped_no_question"] += 1
                 elif c.strip().lower() == rj.strip().lower():
                     stats["dropped_identical"] += 1
-                elif cs is not None and faithfulness_key(cs) <= faithfulness_key(rs):
+                elif cs is not None and ranking_key(cs) <= ranking_key(rs):
                     stats["dropped_not_more_faithful"] += 1
                 else:
                     row = {"prompt": prompt_for(tok, e.query, r, cfg), "chosen": answer_for(tok, c),

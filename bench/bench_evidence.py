@@ -1,0 +1,91 @@
+"""Evidence selection at equal prompt budget: the evidence ceiling and the gold question's grounding
+against what the prompt actually shows, per evidence mode (racq.evidence).
+
+    HF_HUB_OFFLINE=1 nice -n 10 .venv/bin/python bench/bench_evidence.py --split t2 --json results/evidence-t2.json
+
+Per example of the split (own passages ranked by the embedder, all of them, as racq.train.common does):
+the prompt's passages for each variant, then
+- evidence ceiling = share of examples whose prompt passages hold evidence for >= 2 of the query's
+  AmbigNQ interpretations (racq.usefulness.evidence), and the mean share of interpretations evidenced;
+- gold grounded = the gold question offers >= 1 option and every option is supported by the prompt's
+  passages (the faithfulness scorer, as `racq eval`'s grounded), and its option support;
+- block tokens = mean length of the passage block in the base model's tokens (the speed cost).
+Variants: lead 3x64 (today), lead 6x32 (more passages cut shorter, same budget), mmr (lead's budget),
+and every own passage whole (no budget: what any selection from these passages could reach at most).
+Choose on t2; report test once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from racq.config import DEFAULT_BASE_MODEL, DEFAULT_EMBEDDER, REPO_ROOT  # noqa: E402
+from racq.evalstats import bootstrap_ci  # noqa: E402
+from racq.evidence import _ntok, block, prompt_passages  # noqa: E402
+from racq.evaluate import pick_examples  # noqa: E402
+from racq.train.common import rank_own_passages  # noqa: E402
+from racq.usefulness import evidence, interpretations_for  # noqa: E402
+
+VARIANTS = {"lead 3x64": (3, 64, "lead"), "lead 6x32": (6, 32, "lead"), "mmr (3x64 budget)": (3, 64, "mmr"),
+            "all own passages, whole (no budget; upper bound)": (1000, 10 ** 6, "lead")}
+
+
+def run(split: str, datasets: list[str], tokenizer, scorer, limit: int = 0) -> list[dict]:
+    exs = pick_examples(datasets, split, limit)
+    ranked = rank_own_passages(exs, DEFAULT_EMBEDDER, 1000, REPO_ROOT / "results" / ".cache" / f"ranked-all-{split}.json")
+    rows = []
+    for e, ps in zip(exs, ranked):
+        interps = interpretations_for(e.query)
+        for name, (k, n, mode) in VARIANTS.items():
+            shown = prompt_passages(e.query, ps, tokenizer, k, n, mode)
+            ev = evidence(e.query, shown, interps)
+            s = scorer.score(e.query, shown, e.gold_question)
+            rows.append({"dataset": e.dataset, "variant": name, "tokens": _ntok(block(shown), tokenizer),
+                         "evidence_2plus": ev["evidence_2plus"], "evidence_share": ev["evidence_share"],
+                         "gold_grounded": int(s["n_options"] > 0 and not s["hallucinated"]),
+                         "gold_option_support": s["option_support"]})
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    cols = ("evidence_2plus", "evidence_share", "gold_grounded", "gold_option_support", "tokens")
+    out = ["| dataset | variant | n | evidence ≥ 2 | evidence share | gold grounded | gold option support | block tokens |",
+           "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for ds in dict.fromkeys(r["dataset"] for r in rows):
+        for v in VARIANTS:
+            sub = [r for r in rows if r["dataset"] == ds and r["variant"] == v]
+            cells = []
+            for c in cols:
+                st = bootstrap_ci([r[c] for r in sub])
+                cells.append(f"{st['mean']:.1f}" if c == "tokens" else
+                             f"{st['mean']:.3f} [{st['ci_low']:.3f}, {st['ci_high']:.3f}]")
+            out.append(f"| {ds} | {v} | {len(sub)} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--split", default="t2")
+    ap.add_argument("--datasets", default="paqa,cambignq")
+    ap.add_argument("--limit", type=int, default=0)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args(argv)
+    from transformers import AutoTokenizer
+
+    from racq.faithfulness import Scorer
+
+    rows = run(args.split, args.datasets.split(","), AutoTokenizer.from_pretrained(str(DEFAULT_BASE_MODEL)),
+               Scorer(), args.limit)
+    print(table(rows))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -26,6 +26,7 @@ from typing import Iterator
 import torch
 
 from racq.config import GenConfig
+from racq.decoding import guard_processors
 from racq.models import BASE_STAGE
 from racq.prompts import base_opener
 
@@ -120,10 +121,16 @@ def _greedy(model, tok, prompt: str, opener: str, gen: GenConfig) -> Iterator[st
     cache = DynamicCache()
     # logits for the last position only: the prompt's other rows of the 49k-word head are never read
     out = model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1)
+    guards = guard_processors(gen, prompt_len=ids.shape[1])  # the same decoding guards as the PEFT path
     new: list[int] = []
     text = opener
     for _ in range(gen.max_new_tokens):
-        nxt = int(out.logits[0, -1].argmax())
+        logits = out.logits[:, -1]
+        if guards:
+            seq = torch.cat([ids, torch.tensor([new], dtype=ids.dtype)], dim=1)
+            for g in guards:
+                logits = g(seq, logits)
+        nxt = int(logits[0].argmax())
         if nxt == tok.eos_token_id:
             break
         new.append(nxt)

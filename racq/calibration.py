@@ -14,12 +14,11 @@ tuned on them. `racq eval` prints the agreement in its report.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 from racq.config import DATA_DIR
-from racq.data import DataError, Passage
+from racq.data import DataError, Passage, jsonl_rows
 from racq.evalstats import agreement
 
 CALIBRATION_FILE = DATA_DIR / "calibration" / "faithfulness.jsonl"
@@ -27,29 +26,30 @@ LABELS = ("faithful", "unfaithful")
 _FIELDS = ("id", "source", "query", "passages", "question", "label", "reason")
 
 
-def load_calibration(path: str | Path = CALIBRATION_FILE) -> list[dict]:
-    """The labelled items; each gets `passage_objs` (racq.data.Passage). Bad lines raise DataError."""
+def labelled_rows(path: str | Path, fields: Sequence[str], labels: Sequence[str], what: str) -> Iterator[dict]:
+    """The rows of a hand-labelled JSONL file (calibration sets): each has every field of `fields`, a
+    label out of `labels` and a unique id; a bad line raises DataError naming it."""
     path = Path(path)
     if not path.exists():
-        raise DataError(path, None, "calibration file not found")
-    items, seen = [], set()
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(path, n, f"not JSON: {e}") from None
-        missing = [f for f in _FIELDS if f not in row]
+        raise DataError(path, None, f"{what} file not found")
+    seen = set()
+    for n, row in jsonl_rows(path):
+        missing = [f for f in fields if not isinstance(row, dict) or f not in row]
         if missing:
             raise DataError(path, n, f"missing field(s) {', '.join(missing)}")
-        if row["label"] not in LABELS:
-            raise DataError(path, n, f"label {row['label']!r} is not one of {LABELS}")
+        if row["label"] not in labels:
+            raise DataError(path, n, f"label {row['label']!r} is not one of {tuple(labels)}")
         if row["id"] in seen:
             raise DataError(path, n, f"duplicate id {row['id']!r}")
         seen.add(row["id"])
+        yield row
+
+
+def load_calibration(path: str | Path = CALIBRATION_FILE) -> list[dict]:
+    """The labelled items; each gets `passage_objs` (racq.data.Passage). Bad lines raise DataError."""
+    items = list(labelled_rows(path, _FIELDS, LABELS, "calibration"))
+    for row in items:
         row["passage_objs"] = [Passage(p.get("title", ""), p["text"]) for p in row["passages"]]
-        items.append(row)
     return items
 
 

@@ -40,6 +40,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
+from racq.calibration import labelled_rows
 from racq.config import DATA_DIR
 from racq.data import DataError, Passage, normalise_query
 from racq.options import content_tokens, extract_options, is_number, norm_tokens
@@ -187,23 +188,7 @@ _FIELDS = ("id", "source", "query", "question", "interpretation", "answers", "la
 
 def load_labels(path: str | Path = CALIBRATION_FILE) -> list[dict]:
     """Hand-labelled question x interpretation pairs (label `names` or `misses`); bad lines raise."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError(path, None, "usefulness calibration file not found")
-    items = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(path, n, f"not JSON: {e}") from None
-        missing = [f for f in _FIELDS if f not in row]
-        if missing or row["label"] not in ("names", "misses"):
-            raise DataError(path, n, f"missing field(s) {', '.join(missing)}" if missing else
-                            f"label {row['label']!r} is not 'names' or 'misses'")
-        items.append(row)
-    return items
+    return list(labelled_rows(path, _FIELDS, ("names", "misses"), "usefulness calibration"))
 
 
 def matcher_agreement(items: Sequence[dict] | None = None, share: float = MATCH_SHARE) -> dict:

@@ -148,6 +148,12 @@ class Asker:
             self._fast = MergedStages(self.stage_model)
         return self._fast
 
+    def warm(self) -> None:
+        """Build what the first query would otherwise wait for (the merged copies of every stage); the
+        app calls it in its preload thread, so the first click does not pay the merges."""
+        if self.fast is not None:
+            self.fast.sync()
+
     def refresh(self, stage: str | None = None) -> None:
         """After a stage was loaded or retrained in place: (re)build its merged copy and forget its
         cached answers (all stages' when `stage` is None)."""

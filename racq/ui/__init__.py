@@ -370,7 +370,7 @@ def launch(cfg: AppConfig | None = None, asker=None, **launch_kw):
     if cfg.preload and not ctx.asker_loaded:
         def _preload():
             try:
-                ctx.asker()
+                ctx.asker().warm()
             except Exception as e:  # Explore shows the same error when someone asks
                 log.warning("model not loaded at start: %s", e)
         threading.Thread(target=_preload, name="racq-preload", daemon=True).start()

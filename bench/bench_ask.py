@@ -1,6 +1,8 @@
 """Explore's work for one query (retrieve 3 passages, one greedy question for each of base, sft, aligned):
-today's path (the PEFT model, one mixed-adapter batch of the three stages) against the new default
-(Asker.ask_stream: adapters merged into one plain model per stage, streamed token by token). Prints
+the path before the speed work (the PEFT model, one mixed-adapter batch of the three stages, no
+streaming) against Asker.ask_stream with engine=merged (one merged plain model per stage, stage after
+stage) and engine=joint (the default: every stage decoded in one batch over one copy of the base,
+racq.multilora), both streamed token by token. Prints
 p50/p90 per query, time to the first token, the answer cache's repeat time and peak memory (RSS).
 
     .venv/bin/python bench/bench_ask.py --threads 2                # SmolLM2 + the shipped adapters, 8 queries
@@ -8,7 +10,7 @@ p50/p90 per query, time to the first token, the answer cache's repeat time and p
     .venv/bin/python bench/bench_ask.py --tiny --json ask.json     # also the figures as JSON
 
 Each variant runs in its own subprocess so its peak RSS is its own; it hands its figures back in a
-JSON file (--json), never through its stdout. Scoring is left out of both (it is the same work).
+JSON file (--json), never through its stdout. Scoring is left out of all (it is the same work).
 """
 
 from __future__ import annotations
@@ -31,7 +33,10 @@ QUERIES = ["who won the world rapid chess championship in 2017", "who played wol
            "what is the population of new york", "When did the kim family come to power?",
            "Who died in the movie fast and furious 7?", "How many seats in rajya sabha in assam?",
            "When did the song angel first come out?", "where did ireland finish in the eurovision song contest 2018"]
-VARIANTS = {"peft-batched": "today: PEFT, one mixed-adapter batch", "merged-stream": "new default: merged, streamed"}
+VARIANTS = {"peft-batched": ("peft", "before: PEFT, one mixed-adapter batch, no streaming"),
+            "merged-stream": ("merged", "one merged model per stage, stage after stage, streamed"),
+            "joint-stream": ("joint", "default: every stage in one batch over one base, streamed")}
+DEFAULT = "joint-stream"
 
 
 def _asker(args, engine: str):
@@ -60,7 +65,7 @@ def run_variant(args) -> dict:
     from racq.prompts import extract_question
 
     t0 = time.perf_counter()
-    asker = _asker(args, "peft" if args.variant == "peft-batched" else "merged")
+    asker = _asker(args, VARIANTS[args.variant][0])
     load_s = time.perf_counter() - t0
     stages = asker.stages
     gen = GenConfig(max_new_tokens=args.tokens, batch_size=len(stages))
@@ -90,7 +95,7 @@ def run_variant(args) -> dict:
            "first_token_p50_s": round(statistics.median(firsts), 2) if firsts else None,
            "first_token_max_s": round(max(firsts), 2) if firsts else None,
            "texts": [r[2] for r in rows]}
-    if args.variant == "merged-stream":  # the same queries again: every answer from the cache
+    if args.variant == DEFAULT:  # the same queries again: every answer from the cache
         again = [ask(q)[0] for q in QUERIES[: args.queries]]
         out["cached_p50_s"] = round(statistics.median(again), 4)
     out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
@@ -132,19 +137,24 @@ def main():
             sys.exit(f"{variant} failed (exit {out.returncode}):\n{out.stderr[-3000:]}")
         rows.append(json.loads(result.read_text()))
         load.append(os.getloadavg()[0])
-    today, new = rows
-    same = sum(a == b for qa, qb in zip(today["texts"], new["texts"]) for a, b in zip(qa, qb))
+    today = rows[0]
+
+    def same_as_today(r):
+        return sum(a == b for qa, qb in zip(today["texts"], r["texts"]) for a, b in zip(qa, qb))
+
     total = sum(len(q) for q in today["texts"])
     print(f"{'variant':<14} {'stages':>6} {'load s':>7} {'p50 s':>6} {'p90 s':>6} {'1st token p50/max s':>20} "
-          f"{'cached s':>9} {'peak MB':>8} {'speed-up':>8}")
+          f"{'cached s':>9} {'peak MB':>8} {'speed-up':>8} {'same text':>9}")
     for r in rows:
         first = f"{r['first_token_p50_s']}/{r['first_token_max_s']}"
         print(f"{r['variant']:<14} {r['stages']:>6} {r['load_s']:>7} {r['p50_s']:>6} {r['p90_s']:>6} {first:>20} "
-              f"{r.get('cached_p50_s', '-')!s:>9} {r['peak_rss_mb']:>8} {today['p50_s'] / r['p50_s']:>7.2f}x")
-    print(f"{args.queries} queries after a warm-up; identical questions: {same}/{total}; "
+              f"{r.get('cached_p50_s', '-')!s:>9} {r['peak_rss_mb']:>8} {today['p50_s'] / r['p50_s']:>7.2f}x "
+              f"{same_as_today(r):>5}/{total}")
+    print(f"{args.queries} queries after a warm-up; same text = questions identical to {today['variant']}'s; "
           f"1-min load average before/between/after: {', '.join(f'{x:.1f}' for x in load)}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"rows": rows, "identical": [same, total], "loadavg": load}, indent=2))
+        Path(args.json).write_text(json.dumps({"rows": rows, "identical": {r["variant"]: [same_as_today(r), total] for r in rows},
+                                              "loadavg": load}, indent=2))
 
 
 if __name__ == "__main__":

@@ -61,10 +61,12 @@ class ModelConfig:
     adapters_dir: str = helpfield(str(ADAPTERS_DIR), "Folder of stage adapters (one sub-folder per stage).")
     dtype: str = helpfield("float32", "Torch dtype for the base model (float32 on CPU; bfloat16 on GPU).")
     threads: int = helpfield(0, "torch.set_num_threads; 0 = leave torch's default.")
-    engine: str = helpfield("merged", "How questions are generated when asking: 'merged' = each stage's adapter "
-                                      "merged into its own plain model, greedy, streamed token by token "
-                                      "(racq.fastgen; ~1 copy of the base per stage in memory); 'peft' = the "
-                                      "one PEFT model with adapters switched (as training; less memory).")
+    engine: str = helpfield("joint", "How questions are generated when asking: 'joint' = every stage decoded "
+                                     "together in one batch over one copy of the base (racq.multilora; greedy, "
+                                     "streamed; shares the PEFT model's weights); 'merged' = each stage's adapter "
+                                     "merged into its own plain model, stage after stage (racq.fastgen; ~1 copy "
+                                     "of the base per stage in memory); 'peft' = the "
+                                     "one PEFT model with adapters switched (as training; less memory).")
 
 
 @dataclass

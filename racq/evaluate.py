@@ -80,8 +80,10 @@ class EvalConfig:
     no_repeat_ngram_size: int = helpfield(0, "Decoding guard (GenConfig.no_repeat_ngram_size): no n-gram "
                                              "of this many tokens twice in a reply; 0 = off.")
     batch_size: int = helpfield(8, "Prompts per batched generate call (stages mixed in a batch).")
-    engine: str = helpfield("peft", "peft = the reference path (PEFT mixed-adapter batches); merged = the app's "
-                                    "fast path (racq.fastgen), to check it asks the same (docs/eval/speed-equivalence.md).")
+    engine: str = helpfield("peft", "peft = the reference path (PEFT mixed-adapter batches); joint = the app's "
+                                    "default (an example's stages decoded in one batch, racq.multilora); merged = "
+                                    "one merged model per stage (racq.fastgen); both to check they ask the same "
+                                    "(docs/eval/speed-equivalence.md).")
     reference_stage: str = helpfield("sft", "Stage every other stage is paired-tested against.")
     n_boot: int = helpfield(2000, "Bootstrap resamples for CIs and the paired test.")
     seed: int = helpfield(0, "Bootstrap seed.")
@@ -194,8 +196,8 @@ def generate_all(examples, passages, cfg: EvalConfig, cache: JsonlCache, stage_m
     from racq.generate import StageModel
     from racq.prompts import extract_question
 
-    if cfg.engine not in ("peft", "merged"):
-        raise EvalError(f"engine must be peft or merged, got {cfg.engine!r}")
+    if cfg.engine not in ("peft", "merged", "joint"):
+        raise EvalError(f"engine must be peft, merged or joint, got {cfg.engine!r}")
     prompt_cfg = PromptConfig(top_k=cfg.top_k, passage_tokens=cfg.passage_tokens, base_openers=list(cfg.base_openers),
                               evidence=cfg.evidence)
     tok = stage_model.tokenizer if stage_model is not None else _tokenizer(cfg.base_model)
@@ -244,10 +246,24 @@ def generate_all(examples, passages, cfg: EvalConfig, cache: JsonlCache, stage_m
             from racq.fastgen import MergedStages
 
             fast = MergedStages(sm)
-        for b in range(0, len(jobs), cfg.batch_size):
-            batch = jobs[b:b + cfg.batch_size]
+        elif cfg.engine == "joint":  # an example's stages in one batch, as the app asks
+            from racq.multilora import JointStages
+
+            joint = JointStages(sm)
+        if cfg.engine == "joint":  # an example's missing stages, together
+            by_example: dict = {}
+            for j in sorted(jobs, key=lambda j: (j[0], cfg.stages.index(j[1]))):
+                by_example.setdefault(j[0], []).append(j)
+            groups = list(by_example.values())
+        else:
+            groups = [jobs[b:b + cfg.batch_size] for b in range(0, len(jobs), cfg.batch_size)]
+        n_done = 0
+        for batch in groups:
             if cfg.engine == "merged":  # one prompt at a time, as the app asks
                 texts = [fast.generate([prompts[j]], j[1], gen)[0] for j in batch]
+            elif cfg.engine == "joint":
+                done = {s: t for s, t, fin in joint.stream([(j[1], prompts[j]) for j in batch], gen) if fin}
+                texts = [done[j[1]] for j in batch]
             else:
                 texts = sm.generate([prompts[j] for j in batch], [s for _, s in batch], gen)
             stats["generate_calls"] += 1
@@ -256,7 +272,8 @@ def generate_all(examples, passages, cfg: EvalConfig, cache: JsonlCache, stage_m
                 out[j] = extract_question(raw)
                 new[keys[j]] = {"stage": j[1], "raw": raw, "question": out[j]}
             cache.put_many(new)  # written per batch: a killed run keeps its work
-            say(f"generated {b + len(batch)}/{len(jobs)}")
+            n_done += len(batch)
+            say(f"generated {n_done}/{len(jobs)}")
         stats["seconds"] = round(time.time() - t0, 1)
     return out, {"hashes": hashes, **stats}
 

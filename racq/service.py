@@ -8,11 +8,13 @@ question, streamed token by token -> faithfulness scores. `racq ask` and the app
     for event in asker.ask_stream("who played wolverine", score=True):
         print(event["event"], event.get("stage"), event.get("text") or event.get("question"))
 
-Events, in order: one "passages" (query, notes, passages, stages, errors of stages not loaded); then per
-stage in display order "start", "token"* (the raw reply so far, when the engine streams) and "stage" (the
-final question, its scores, or its error). Generation: `engine="merged"` (default; racq.fastgen, greedy,
-adapters merged into one plain model per stage) or "peft" (the one PEFT model, as training uses; always
-for sampling). An answer cache (LRU, `cache_size` entries) answers the same query, k, stage adapter,
+Events, in order: one "passages" (query, notes, passages, stages, errors of stages not loaded); then
+"start", "token"* (the raw reply so far) and "stage" (the final question, its scores, or its error) per
+stage. Generation: `engine="joint"` (default; racq.multilora: every stage decoded in ONE batch over one
+copy of the base, so all stages start together, their tokens interleave and each stage's "stage" event
+comes when it stops; cached stages answer first), "merged" (racq.fastgen: one plain merged model per
+stage, stage after stage, each stage's events contiguous) or "peft" (the one PEFT model, as training
+uses; always for sampling). An answer cache (LRU, `cache_size` entries) answers the same query, k, stage adapter,
 settings and index again without generating; a stage loaded or retrained in place misses it.
 """
 
@@ -88,7 +90,7 @@ class AnswerCache:
         return len(gone)
 
 
-ENGINES = ("merged", "peft")
+ENGINES = ("joint", "merged", "peft")
 
 
 @dataclass
@@ -97,9 +99,10 @@ class Asker:
     index: object  # racq.retrieval.Index
     scorer: object | None = None  # racq.faithfulness.Scorer
     prompt: PromptConfig = field(default_factory=PromptConfig)
-    engine: str = "merged"  # "merged" (racq.fastgen) or "peft" (StageModel.generate)
+    engine: str = "joint"  # "joint" (racq.multilora), "merged" (racq.fastgen) or "peft" (StageModel.generate)
     cache_size: int = 256
     _fast: object = field(default=None, repr=False)
+    _joint: object = field(default=None, repr=False)
     _cache: AnswerCache = field(default=None, repr=False)
 
     def __post_init__(self):
@@ -148,11 +151,25 @@ class Asker:
             self._fast = MergedStages(self.stage_model)
         return self._fast
 
+    @property
+    def joint(self):
+        """The all-stages-in-one-batch engine (racq.multilora.JointStages), made on first use; None unless
+        engine=joint."""
+        if self.engine != "joint" or not hasattr(self.stage_model, "model"):
+            return None
+        if self._joint is None:
+            from racq.multilora import JointStages
+
+            self._joint = JointStages(self.stage_model)
+        return self._joint
+
     def warm(self) -> None:
-        """Build what the first query would otherwise wait for (the merged copies of every stage); the
-        app calls it in its preload thread, so the first click does not pay the merges."""
-        if self.fast is not None:
-            self.fast.sync()
+        """Build what the first query would otherwise wait for (the merged copies of every stage, or the
+        joint engine's stacked adapters); the app calls it in its preload thread, so the first click
+        does not pay for it."""
+        for engine in (self.fast, self.joint):
+            if engine is not None:
+                engine.sync()
 
     def refresh(self, stage: str | None = None) -> None:
         """After a stage was loaded or retrained in place: (re)build its merged copy and forget its
@@ -161,8 +178,7 @@ class Asker:
             self._cache = AnswerCache(self.cache_size)
         else:
             self._cache.drop(stage)
-        if self.fast is not None:
-            self.fast.sync()
+        self.warm()
 
     def _key(self, query: str, k: int, stage: str, gen: GenConfig) -> tuple:
         settings = dataclasses.replace(gen, batch_size=0)  # batching does not change a greedy answer
@@ -182,8 +198,6 @@ class Asker:
         """The events of one query (see the module docstring). A stage that fails while generating or
         scoring says so in its own "stage" event; the other stages still answer. BadQuery is raised
         before any event."""
-        from racq.prompts import extract_question
-
         t0 = time.perf_counter()
         gen = gen or GenConfig()
         query, notes = clean_query(query)
@@ -197,40 +211,75 @@ class Asker:
                "passages": [{"rank": h.rank, "score": float(h.score), "pid": h.passage.pid,
                              "title": h.passage.title, "text": h.passage.text} for h in hits],
                "seconds": round(time.perf_counter() - t0, 3)}
-        prompt = None
+        joint = self.joint is not None and not gen.do_sample
+        todo = []
         for stage in wanted:
             if stage in errors:
                 yield {"event": "stage", "stage": stage, "error": errors[stage]}
                 continue
+            done = self._cache.get(self._key(query, k, stage, gen)) if joint else None
+            if done is not None:  # the joint engine answers the other stages together, after these
+                yield self._final(query, passages, stage, done, score, cached=True)
+            else:
+                todo.append(stage)
+        prompt = self.stage_model.passage_prompt(query, passages) if todo else None
+        if joint and todo:
+            yield from self._joint_events(query, k, passages, prompt, todo, score, gen)
+            todo = []
+        for stage in todo:  # one stage after the other (engine merged or peft, or sampling)
             key = self._key(query, k, stage, gen)
             done = None if gen.do_sample else self._cache.get(key)
-            if done is None:
-                yield {"event": "start", "stage": stage}
-                t = time.perf_counter()
-                prompt = prompt or self.stage_model.passage_prompt(query, passages)
-                raw = ""
-                try:
-                    for raw in self._stream(prompt, stage, gen):
-                        yield {"event": "token", "stage": stage, "text": raw}
-                except Exception as e:  # noqa: BLE001 - this stage's card shows it, the others go on
-                    yield {"event": "stage", "stage": stage, "error": f"{type(e).__name__}: {e}"}
-                    continue
-                done = {"question": extract_question(raw), "raw": raw,
-                        "adapter_hash": self.stage_model.adapter_hashes.get(stage, ""),
-                        "seconds": round(time.perf_counter() - t, 3)}
-                if not gen.do_sample:
-                    self._cache.put(key, done)
-                cached = False
-            else:
-                cached = True
-            if score and self.scorer is not None and done["question"] and "scores" not in done:
-                try:
-                    # against the passages the prompt held (k may retrieve more for the screen)
-                    done["scores"] = self.scorer.score(query, passages[:self.prompt.top_k], done["question"])
-                except Exception as e:  # noqa: BLE001 - keep the question, say why scores are missing
-                    done = {**done, "score_error": f"{type(e).__name__}: {e}"}
-            yield {"event": "stage", "stage": stage, "cached": cached, **done}
+            if done is not None:
+                yield self._final(query, passages, stage, done, score, cached=True)
+                continue
+            yield {"event": "start", "stage": stage}
+            t, raw = time.perf_counter(), ""
+            try:
+                for raw in self._stream(prompt, stage, gen):
+                    yield {"event": "token", "stage": stage, "text": raw}
+            except Exception as e:  # noqa: BLE001 - this stage's card shows it, the others go on
+                yield {"event": "stage", "stage": stage, "error": f"{type(e).__name__}: {e}"}
+                continue
+            yield self._final(query, passages, stage, self._done(raw, stage, t, key, gen), score, cached=False)
         yield {"event": "done", "seconds": round(time.perf_counter() - t0, 3)}
+
+    def _joint_events(self, query, k, passages, prompt, stages, score, gen) -> Iterator[dict]:
+        """Every stage of `stages` decoded in one batch (racq.multilora): all start together, their
+        tokens interleave, each ends with its own "stage" event as soon as it stops."""
+        t = time.perf_counter()
+        for stage in stages:
+            yield {"event": "start", "stage": stage}
+        try:
+            for stage, raw, finished in self.joint.stream([(s, prompt) for s in stages], gen):
+                yield {"event": "token", "stage": stage, "text": raw}
+                if finished:
+                    done = self._done(raw, stage, t, self._key(query, k, stage, gen), gen)
+                    yield self._final(query, passages, stage, done, score, cached=False)
+                    stages = [s for s in stages if s != stage]
+        except Exception as e:  # noqa: BLE001 - the batch failed: every stage still in it says so
+            for stage in stages:
+                yield {"event": "stage", "stage": stage, "error": f"{type(e).__name__}: {e}"}
+
+    def _done(self, raw: str, stage: str, t: float, key, gen: GenConfig) -> dict:
+        """A generated answer as the cache keeps it."""
+        from racq.prompts import extract_question
+
+        done = {"question": extract_question(raw), "raw": raw,
+                "adapter_hash": self.stage_model.adapter_hashes.get(stage, ""),
+                "seconds": round(time.perf_counter() - t, 3)}
+        if not gen.do_sample:
+            self._cache.put(key, done)
+        return done
+
+    def _final(self, query, passages, stage: str, done: dict, score: bool, cached: bool) -> dict:
+        """A stage's "stage" event: its answer, scored (once: a cached answer keeps its scores)."""
+        if score and self.scorer is not None and done["question"] and "scores" not in done:
+            try:
+                # against the passages the prompt held (k may retrieve more for the screen)
+                done["scores"] = self.scorer.score(query, passages[:self.prompt.top_k], done["question"])
+            except Exception as e:  # noqa: BLE001 - keep the question, say why scores are missing
+                done = {**done, "score_error": f"{type(e).__name__}: {e}"}
+        return {"event": "stage", "stage": stage, "cached": cached, **done}
 
     def ask(self, query, k: int | None = None, stages: Sequence[str] | None = None, score: bool = False,
             gen: GenConfig | None = None) -> dict:

@@ -1,5 +1,6 @@
 """One query path (racq.service.Asker.ask_stream) on a tiny random model and a small real index: the event
-order and content, the merged engine's greedy text against the PEFT path's, and the answer cache.
+order and content, the merged engine's greedy text against the PEFT path's, and the answer cache (the
+joint engine, the default: tests/test_joint.py).
 
     .venv/bin/pytest -q tests/test_ask_stream.py
 """
@@ -35,7 +36,7 @@ def asker(tiny_lm, adapters, passage_index):
 
     rc, _ = passage_index
     with one_torch_thread():
-        a = Asker(StageModel.load(tiny_lm, adapters), Index.load(rc.index_dir, cfg=rc))
+        a = Asker(StageModel.load(tiny_lm, adapters), Index.load(rc.index_dir, cfg=rc), engine="merged")
         a.refresh()
         yield a
 

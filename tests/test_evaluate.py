@@ -250,3 +250,16 @@ def test_calibration_set_is_real_labelled_and_the_metric_agrees_above_the_floor(
     cal = calibration_agreement(Scorer())
     assert cal["n"] == len(items) and cal["faithful"] + cal["unfaithful"] == len(items)
     assert 0 <= cal["accuracy"] <= 1 and cal["kappa"] > KAPPA_FLOOR, cal
+
+
+def test_the_app_engines_ask_what_the_reference_asks(tmp_path, tiny_lm, adapters, examples, lexical):
+    """`racq eval --set engine=joint|merged`: own cache keys, and the same questions as the PEFT path."""
+    stages = ["base", "sft", "aligned"]
+    rows = {}
+    for engine in ("peft", "joint", "merged"):
+        out = evaluate(_cfg(tmp_path, tiny_lm, adapters, stages=stages, engine=engine, run=engine),
+                       examples=examples, scorer=lexical)
+        assert out["generation"]["generated"] == 4 * 3, engine  # nothing shared with another engine's cache
+        per = (tmp_path / "results" / engine / "per_example.jsonl").read_text().splitlines()
+        rows[engine] = sorted((r["topic_id"], r["stage"], r["prediction"]) for r in map(json.loads, per))
+    assert rows["joint"] == rows["peft"] == rows["merged"]

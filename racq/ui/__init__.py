@@ -55,8 +55,9 @@ class AppConfig:
     embedder: str = helpfield(_default(ModelConfig, "embedder"), "Sentence-transformers model (retrieval).")
     dtype: str = helpfield(_default(ModelConfig, "dtype"), "Torch dtype of the base model.")
     threads: int = helpfield(0, "torch.set_num_threads; 0 = torch's default.")
-    engine: str = helpfield(_default(ModelConfig, "engine"), "Generation engine of Explore: merged (fast, "
-                                                             "streams tokens) or peft (less memory).")
+    engine: str = helpfield(_default(ModelConfig, "engine"), "Generation engine of Explore: joint (all "
+                                                             "stages in one batch, streamed), merged (stage after "
+                                                             "stage, streamed) or peft (no streaming).")
     cache_size: int = helpfield(256, "Answers kept in memory (query, k, stage adapter, settings, index): the "
                                      "same question again answers at once; 0 = no cache.")
     stages: list[str] = helpfield([], "Stages to show and annotate (empty = every stage on disk).")

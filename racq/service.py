@@ -1,5 +1,5 @@
 """The path of a query: text -> checked query -> retrieve passages (once) -> prompt -> every stage's
-question, streamed token by token -> faithfulness scores. `racq ask` and the app's Explore screen call
+question, streamed token by token -> faithfulness (and usefulness) scores. `racq ask` and the app's Explore screen call
 `Asker.ask_stream`; `Asker.ask` is the same call drained into one dict.
 
     from racq.service import Asker
@@ -183,6 +183,7 @@ class Asker:
         scoring says so in its own "stage" event; the other stages still answer. BadQuery is raised
         before any event."""
         from racq.prompts import extract_question
+        from racq.usefulness import card_usefulness
 
         t0 = time.perf_counter()
         gen = gen or GenConfig()
@@ -227,6 +228,8 @@ class Asker:
                 try:
                     # against the passages the prompt held (k may retrieve more for the screen)
                     done["scores"] = self.scorer.score(query, passages[:self.prompt.top_k], done["question"])
+                    # usefulness beside it: distinct options, and the query's human interpretations it names
+                    done["useful"] = card_usefulness(query, done["question"], done["scores"])
                 except Exception as e:  # noqa: BLE001 - keep the question, say why scores are missing
                     done = {**done, "score_error": f"{type(e).__name__}: {e}"}
             yield {"event": "stage", "stage": stage, "cached": cached, **done}
@@ -247,6 +250,8 @@ class Asker:
                 out["adapter_hashes"][ev["stage"]] = ev["adapter_hash"]
                 if "scores" in ev:
                     out.setdefault("scores", {})[ev["stage"]] = ev["scores"]
+                if "useful" in ev:
+                    out.setdefault("useful", {})[ev["stage"]] = ev["useful"]
             elif ev["event"] == "done":
                 out["seconds"]["total"] = ev["seconds"]
         return out

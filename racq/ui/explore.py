@@ -162,8 +162,7 @@ def run_query(ctx, query, k, hide_pool: bool = False):
                 yield update(message_html(f"generating {stage} ({i + 1}/{len(stages)})…", "pending"))
                 continue
             elif kind == "stage":
-                cards[stage] = {k_: ev[k_] for k_ in ("error", "question", "scores", "score_error") if k_ in ev}
-                cards[stage]["useful"] = ev.get("useful")  # usefulness, scored in racq.service
+                cards[stage] = {k_: ev[k_] for k_ in ("error", "question", "scores", "score_error", "useful") if k_ in ev}
             else:
                 continue
             yield update(message_html("generating…", "pending"))

@@ -16,7 +16,9 @@ agreement on items two or more people judged (Cohen's kappa for two annotators, 
 each annotator's share of 'left' among their left/right votes (sides are random, so ~0.5 is
 unbiased; exact binomial test), and the automatic faithfulness score per stage (mean option support
 of the stage's pool candidates, racq.store.scores) with its rank agreement (Kendall's tau, Spearman)
-with the human Bradley-Terry order. All statistics come from racq.rating.
+with the human Bradley-Terry order; beside it their usefulness (racq.usefulness.stage_usefulness: useful &
+grounded and covers >= 1 interpretation over candidates whose query has AmbigNQ's human interpretations,
+>= 2 distinct options over all). All statistics come from racq.rating.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from itertools import combinations
 from racq import rating
 from racq.config import MIN_PAIR_VOTES
 from racq.store import Store, effective_votes
-from racq.store.scores import stage_scores
+from racq.store.scores import scored_questions, stage_scores
+from racq.usefulness import stage_usefulness
 
 AUTO_METRIC = "option_support"  # higher = more of the question's options found in its passages
 
@@ -48,6 +51,9 @@ def leaderboard(db: Store, *, n_boot: int = 1000, seed: int = 0, scorer: str | N
     order = [r["stage"] for r in bt]
     m = rating.win_matrix(votes, stages=order)
     auto = stage_scores(db, scorer)
+    # usefulness of the same scored candidates (their stored options), beside faithfulness
+    key = next(iter(auto.values()))["scorer"] if auto else None
+    useful = stage_usefulness(scored_questions(db, key)) if key else {}
     per = defaultdict(Counter)
     for v in votes:
         per[v["annotator"]][v["outcome"]] += 1
@@ -60,6 +66,7 @@ def leaderboard(db: Store, *, n_boot: int = 1000, seed: int = 0, scorer: str | N
             "matrix": {"stages": m["stages"], "wins": m["wins"].tolist(), "games": m["games"].tolist()},
             "annotators": annotators, "agreement": rating.agreement(votes),
             "position_bias": rating.position_bias(votes), "auto": auto, "auto_metric": AUTO_METRIC,
+            "useful": useful,
             "auto_vs_human": rating.ranking_agreement(auto_main, human),
             "pair_votes": pairs, "min_pair_votes": min_pair_votes,
             "thin_pairs": thin_pairs(pairs, min_pair_votes)}
@@ -99,7 +106,7 @@ def stage_table(data: dict) -> tuple[list[str], list[list]]:
     games, win rate, Elo with its CI, and the automatic scores. Stages with scores but no votes yet
     (a new round) come last."""
     headers = ["rank", "stage", "games", "win rate", "Elo", "Elo 95% CI", "option support",
-               "hallucination rate", "PARENT F1", "scored"]
+               "hallucination rate", "PARENT F1", "scored", *USEFUL_HEADERS]
     rows = []
     seen = set()
     for r in data["bradley_terry"]:
@@ -108,12 +115,23 @@ def stage_table(data: dict) -> tuple[list[str], list[list]]:
         a = data["auto"].get(st, {})
         rows.append([r["rank"], st, r["games"], _f(data["win_rates"][st]["win_rate"]), round(r["elo"]),
                      f"{round(r['elo_low'])}–{round(r['elo_high'])}", _f(a.get("option_support")),
-                     _f(a.get("hallucinated")), _f(a.get("parent_f1")), a.get("n", 0)])
+                     _f(a.get("hallucinated")), _f(a.get("parent_f1")), a.get("n", 0),
+                     *_useful_cells(data, st)])
     for st, a in data["auto"].items():
         if st not in seen:
             rows.append(["–", st, 0, "–", "–", "–", _f(a.get("option_support")), _f(a.get("hallucinated")),
-                         _f(a.get("parent_f1")), a.get("n", 0)])
+                         _f(a.get("parent_f1")), a.get("n", 0), *_useful_cells(data, st)])
     return headers, rows
+
+
+# Shares over the stage's scored pool candidates; the first two only over queries with AmbigNQ's human
+# interpretations (racq.usefulness.stage_usefulness), counted in "with interpretations".
+USEFUL_HEADERS = ["useful & grounded", "covers ≥ 1 interpretation", "with interpretations", "≥ 2 distinct options"]
+
+
+def _useful_cells(data: dict, stage: str) -> list:
+    u = (data.get("useful") or {}).get(stage, {})
+    return [_f(u.get("useful_grounded")), _f(u.get("covers_any")), u.get("n_interp", 0), _f(u.get("distinct_options"))]
 
 
 def matrix_table(data: dict) -> tuple[list[str], list[list]]:

@@ -267,6 +267,21 @@ def extract_options(question: str, query: str = "") -> list[Option]:
     return out
 
 
+def echoes_query(question: str, query: str) -> bool:
+    """Whether the question offers the query itself as an option ("Do you mean who played wolverine?"):
+    a conjunct with content words beyond the frame, every one of them the query's. extract_options
+    drops such an option (repeating the query is not an option); the Explore card says it was there."""
+    head, body, _ = split_question(question)
+    if not body or not query:
+        return False
+    qtok, htok = set(norm_tokens(query)), set(content_tokens(head))
+    for conj in _SPLIT.split(body):
+        toks = [t for t in content_tokens(conj) if t not in htok]
+        if toks and all(t in qtok for t in toks):
+            return True
+    return False
+
+
 def repeats_option(question: str, query: str = "") -> bool:
     """Whether the question offers one option twice ("the rib steak, or the rib steak?"): a small
     model's degenerate clarification that no faithfulness check catches (the option may be supported)."""

@@ -1,5 +1,5 @@
 """The path of a query: text -> checked query -> retrieve passages (once) -> prompt -> every stage's
-question, streamed token by token -> faithfulness scores. `racq ask` and the app's Explore screen call
+question, streamed token by token -> faithfulness (and usefulness) scores. `racq ask` and the app's Explore screen call
 `Asker.ask_stream`; `Asker.ask` is the same call drained into one dict.
 
     from racq.service import Asker
@@ -273,10 +273,14 @@ class Asker:
 
     def _final(self, query, passages, stage: str, done: dict, score: bool, cached: bool) -> dict:
         """A stage's "stage" event: its answer, scored (once: a cached answer keeps its scores)."""
+        from racq.usefulness import card_usefulness
+
         if score and self.scorer is not None and done["question"] and "scores" not in done:
             try:
                 # against the passages the prompt held (k may retrieve more for the screen)
                 done["scores"] = self.scorer.score(query, passages[:self.prompt.top_k], done["question"])
+                # usefulness beside it: distinct options, and the query's human interpretations it names
+                done["useful"] = card_usefulness(query, done["question"], done["scores"])
             except Exception as e:  # noqa: BLE001 - keep the question, say why scores are missing
                 done = {**done, "score_error": f"{type(e).__name__}: {e}"}
         return {"event": "stage", "stage": stage, "cached": cached, **done}
@@ -296,6 +300,8 @@ class Asker:
                 out["adapter_hashes"][ev["stage"]] = ev["adapter_hash"]
                 if "scores" in ev:
                     out.setdefault("scores", {})[ev["stage"]] = ev["scores"]
+                if "useful" in ev:
+                    out.setdefault("useful", {})[ev["stage"]] = ev["useful"]
             elif ev["event"] == "done":
                 out["seconds"]["total"] = ev["seconds"]
         return out

@@ -6,6 +6,8 @@ options, and could the prompt's passages have supported them at all?
     usefulness("Who won the world cup?", "Which one: the 2018 men's or the 2019 women's?", passages, interps)
     # -> {'coverage': 0.5, 'covers_any': 1, 'n_distinct': 2, 'distinct_options': 1, 'grounded': 1,
     #     'useful_grounded': 1, 'covered': [0], 'n_interpretations': 2, ...}
+    card_usefulness(query, question, faith)   # the Explore card's: usefulness + repeats_option, echoes_query
+    stage_usefulness(racq.store.scores.scored_questions(db, key))   # the leaderboard's per-stage shares
 
 Reference: AmbigNQ's human interpretations (Min et al. 2020, CC BY-SA 3.0) of every PaQa/CAmbigNQ query,
 data/ambignq/interpretations.jsonl.gz (bench/build_interpretations.py; data/README.md). An interpretation
@@ -162,6 +164,45 @@ def usefulness(query: str, question: str, passages: Sequence[Passage], interpret
     grounded = int(faith["n_options"] > 0 and not faith["hallucinated"])
     return {"grounded": grounded, **useful_scores(query, question, interpretations, grounded,
                                                    [o["core"] for o in faith["options"]])}
+
+
+def card_usefulness(query: str, question: str, faith: dict) -> dict:
+    """What the Explore card shows beside faithfulness (racq.service scores it): `usefulness` against the
+    query's human interpretations (none: coverage None), plus whether the question offers one option
+    twice or offers the query itself (both dropped from the options, so the card says why they count less)."""
+    from racq.options import echoes_query, repeats_option
+
+    out = usefulness(query, question, (), interpretations_for(query), faith=faith)
+    return {**out, "repeats_option": int(repeats_option(question, query)),
+            "echoes_query": int(echoes_query(question, query))}
+
+
+def stage_usefulness(rows: Sequence[dict]) -> dict[str, dict]:
+    """Per stage, over scored pool candidates ({stage, query, question, details}: racq.store.scores.
+    scored_questions): n and the share with >= 2 distinct options over all; n_interp and the shares
+    useful & grounded and covers >= 1 over those whose query has human interpretations (None when none
+    has). Grounded from the stored faithfulness details (n_options, hallucinated), as `racq eval` does."""
+    acc: dict[str, dict] = {}
+    for r in rows:
+        d, query, question = r.get("details") or {}, r["query"], r["question"]
+        grounded = (int(d["n_options"] > 0 and not d["hallucinated"])
+                    if d.get("n_options") is not None and d.get("hallucinated") is not None else None)
+        cores = [o["core"] for o in d["options"]] if isinstance(d.get("options"), list) else None
+        u = useful_scores(query, question, interpretations_for(query), grounded, cores)
+        a = acc.setdefault(r["stage"], {"n": 0, "distinct": 0, "n_interp": 0, "useful": 0, "n_useful": 0,
+                                        "covers": 0})
+        a["n"] += 1
+        a["distinct"] += u["distinct_options"]
+        if u["covers_any"] is not None:
+            a["n_interp"] += 1
+            a["covers"] += u["covers_any"]
+            if u["useful_grounded"] is not None:  # a row stored without n_options/hallucinated
+                a["n_useful"] += 1
+                a["useful"] += u["useful_grounded"]
+    share = lambda k, n: k / n if n else None  # noqa: E731
+    return {s: {"n": a["n"], "distinct_options": share(a["distinct"], a["n"]), "n_interp": a["n_interp"],
+                "covers_any": share(a["covers"], a["n_interp"]), "useful_grounded": share(a["useful"], a["n_useful"])}
+            for s, a in sorted(acc.items())}
 
 
 # ---------------------------------------------------------------- evidence

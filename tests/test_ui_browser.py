@@ -224,6 +224,10 @@ def test_explore_fills_stage_cards(page, app, ui_env):
         assert question and "generating" not in question, f"{stage} card is empty"
         if "produced no question" not in question:  # a random tiny model may stop at once
             expect(card.locator(".racq-metrics").first).to_contain_text("option support")
+            # usefulness beside it: a PaQa/CAmbigNQ query has AmbigNQ's human interpretations
+            useful = card.locator(".racq-useful")
+            expect(useful).to_contain_text("distinct options")
+            expect(useful).to_contain_text(re.compile(r"names \d+ of [1-9]\d* interpretations?.*useful & grounded"))
             scored += 1
     assert scored >= 1
     expect(page.locator("#explore-passages li")).to_have_count(3)

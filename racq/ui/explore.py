@@ -1,5 +1,6 @@
 """Explore: type a query, see the retrieved passages and one clarifying question per stage, side by side,
-each with its faithfulness scores and the passage sentence that supports each option it offers.
+each with its faithfulness scores, the passage sentence that supports each option it offers, and its
+usefulness (distinct options; the query's human interpretations it names, when AmbigNQ has them).
 
     python app.py        # then open the Explore tab (the default)
 
@@ -53,6 +54,23 @@ def _option_html(opt: dict, passages: list[dict]) -> str:
             f"…{sentence}…</span></li>")
 
 
+def useful_html(use: dict) -> str:
+    """The card's usefulness line (racq.usefulness.card_usefulness): distinct options always; the human
+    interpretations it names and useful & grounded when the query has interpretations (AmbigNQ's)."""
+    n = use.get("n_distinct", 0)
+    flags = [w for k, w in (("repeats_option", "repeats an option"), ("echoes_query", "echoes the query"))
+             if use.get(k)]
+    cells = [f"<span>distinct options: <b>{n}</b>{''.join(f' ({w})' for w in flags)}</span>"]
+    if use.get("coverage") is not None:
+        m, of = len(use.get("covered") or []), use.get("n_interpretations", 0)
+        cells.append(f"<span>names <b>{m} of {of}</b> interpretation{'' if of == 1 else 's'}</span>")
+        ug = use.get("useful_grounded")
+        cells.append(f"<span>useful &amp; grounded: <b>{'–' if ug is None else 'yes' if ug else 'no'}</b></span>")
+    else:
+        cells.append("<span>no human interpretations of this query to compare with</span>")
+    return f"<div class='racq-metrics racq-useful'><span class='racq-label'>usefulness</span> {''.join(cells)}</div>"
+
+
 def _card(stage: str, state: str, body: str) -> str:
     # the state on the body: waiting / generating / done / error, for styling and browser tests
     return (f"<div class='racq-card' data-stage='{esc(stage)}'><h4>{esc(stage)}</h4>"
@@ -80,6 +98,8 @@ def card_html(stage: str, card: dict | None, passages: list[dict]) -> str:
                 shown = ("yes" if val else "no") if fmt is None else fmt.format(val)
                 cells.append(f"<span>{esc(label)}: <b>{esc(shown)}</b></span>")
         body.append(f"<div class='racq-metrics'>{''.join(cells)}</div>")
+        if card.get("useful"):
+            body.append(useful_html(card["useful"]))
         opts = scores.get("options") or []
         if opts:
             body.append("<div class='racq-label'>Options offered</div><ul class='racq-options'>"
@@ -142,7 +162,7 @@ def run_query(ctx, query, k, hide_pool: bool = False):
                 yield update(message_html(f"generating {stage} ({i + 1}/{len(stages)})…", "pending"))
                 continue
             elif kind == "stage":
-                cards[stage] = {k_: ev[k_] for k_ in ("error", "question", "scores", "score_error") if k_ in ev}
+                cards[stage] = {k_: ev[k_] for k_ in ("error", "question", "scores", "score_error", "useful") if k_ in ev}
             else:
                 continue
             yield update(message_html("generating…", "pending"))

@@ -1,4 +1,4 @@
-"""The Leaderboard screen: human ranking of the stages beside their automatic faithfulness.
+"""The Leaderboard screen: human ranking of the stages beside their automatic faithfulness and usefulness.
 
     python app.py            # tab "Leaderboard"; the numbers are also `racq rate`
 
@@ -33,14 +33,16 @@ from racq.ui.render import md_esc
 
 INTRO = ("Human ranking of the stages from blind pairwise votes (Bradley–Terry with 95% bootstrap "
          "intervals; stages whose intervals overlap share a rank; ties and 'both bad' count half a win, "
-         "skips not at all), next to the automatic faithfulness score of each stage's pool questions.")
+         "skips not at all), next to the automatic faithfulness score of each stage's pool questions and "
+         "their usefulness: useful & grounded and covers ≥ 1 interpretation over pool queries with human "
+         "interpretations (AmbigNQ's; counted in 'with interpretations'), ≥ 2 distinct options over all.")
 NOT_PUBLISHED = "The stage ranking is not published yet: an admin publishes it once a round of votes is in."
 RANKING = ("**Stage ranking** from everyone's blind votes, best first; stages the votes cannot yet tell "
            "apart share a rank. Counts, intervals and per-annotator numbers are for admins.")
 # No number in it: how many votes a pair lacks would tell annotators about the others' votes.
 PROVISIONAL = ("**Provisional**: some pairs of stages have too few votes yet for a firm ranking.")
 NO_RANKING = "**No ranking yet**: the stages have no votes."
-STAGES_LABEL = "Stages: human rating and automatic faithfulness"
+STAGES_LABEL = "Stages: human rating, automatic faithfulness and usefulness"
 RANKING_LABEL = "Stage ranking (best first)"
 
 

@@ -1,8 +1,8 @@
 """Explore's work for one query (retrieve 3 passages, one greedy question for each of base, sft, aligned):
 the path before the speed work (the PEFT model, one mixed-adapter batch of the three stages, no
 streaming) against Asker.ask_stream with engine=merged (one merged plain model per stage, stage after
-stage) and engine=joint (the default: every stage decoded in one batch over one copy of the base,
-racq.multilora), both streamed token by token. Prints
+stage), engine=joint (the default: every stage decoded in one batch over one copy of the base,
+racq.multilora) and joint with quantize=int8 (opt-in), all streamed token by token. Prints
 p50/p90 per query, time to the first token, the answer cache's repeat time and peak memory (RSS).
 
     .venv/bin/python bench/bench_ask.py --threads 2                # SmolLM2 + the shipped adapters, 8 queries
@@ -33,13 +33,14 @@ QUERIES = ["who won the world rapid chess championship in 2017", "who played wol
            "what is the population of new york", "When did the kim family come to power?",
            "Who died in the movie fast and furious 7?", "How many seats in rajya sabha in assam?",
            "When did the song angel first come out?", "where did ireland finish in the eurovision song contest 2018"]
-VARIANTS = {"peft-batched": ("peft", "before: PEFT, one mixed-adapter batch, no streaming"),
-            "merged-stream": ("merged", "one merged model per stage, stage after stage, streamed"),
-            "joint-stream": ("joint", "default: every stage in one batch over one base, streamed")}
+VARIANTS = {"peft-batched": ("peft", "none", "before: PEFT, one mixed-adapter batch, no streaming"),
+            "merged-stream": ("merged", "none", "one merged model per stage, stage after stage, streamed"),
+            "joint-stream": ("joint", "none", "default: every stage in one batch over one base, streamed"),
+            "joint-int8": ("joint", "int8", "opt-in: the same with dynamic int8 base linears")}
 DEFAULT = "joint-stream"
 
 
-def _asker(args, engine: str):
+def _asker(args, engine: str, quantize: str = "none"):
     from racq import retrieval
     from racq.config import ADAPTERS_DIR, DEFAULT_BASE_MODEL, ModelConfig, PromptConfig
     from racq.service import Asker
@@ -56,7 +57,8 @@ def _asker(args, engine: str):
     else:
         base, adapters = DEFAULT_BASE_MODEL, ADAPTERS_DIR
         index = retrieval.load_or_build(log=lambda *_: None)
-    mc = ModelConfig(base_model=str(base), adapters_dir=str(adapters), engine=engine, threads=args.threads)
+    mc = ModelConfig(base_model=str(base), adapters_dir=str(adapters), engine=engine, threads=args.threads,
+                     quantize=quantize)
     return Asker.load(mc, PromptConfig(), index=index, cache_size=0 if engine == "peft" else 256)
 
 
@@ -65,7 +67,7 @@ def run_variant(args) -> dict:
     from racq.prompts import extract_question
 
     t0 = time.perf_counter()
-    asker = _asker(args, VARIANTS[args.variant][0])
+    asker = _asker(args, *VARIANTS[args.variant][:2])
     load_s = time.perf_counter() - t0
     stages = asker.stages
     gen = GenConfig(max_new_tokens=args.tokens, batch_size=len(stages))
@@ -79,13 +81,13 @@ def run_variant(args) -> dict:
             texts = [extract_question(x) for x in sm.generate([prompt] * len(stages), stages, gen)]
             secs = time.perf_counter() - t
             return secs, secs, texts
-        first, texts = None, []
+        first, texts = None, {}
         for ev in asker.ask_stream(q, k=3, gen=gen):
             if ev["event"] == "token" and first is None:
                 first = time.perf_counter() - t
             elif ev["event"] == "stage":
-                texts.append(ev.get("question", ev.get("error")))
-        return time.perf_counter() - t, first, texts
+                texts[ev["stage"]] = ev.get("question", ev.get("error"))  # joint: in the order stages stop
+        return time.perf_counter() - t, first, [texts.get(s) for s in stages]
 
     ask(QUERIES[-1])  # warm-up (not timed, and not one of the timed queries)
     rows = [ask(q) for q in QUERIES[: args.queries]]

@@ -67,6 +67,9 @@ class ModelConfig:
                                      "merged into its own plain model, stage after stage (racq.fastgen; ~1 copy "
                                      "of the base per stage in memory); 'peft' = the "
                                      "one PEFT model with adapters switched (as training; less memory).")
+    quantize: str = helpfield("none", "Engine joint only: 'int8' = torch dynamic int8 weights for the base's "
+                                      "linear layers (opt-in: ~2.5x faster on a CPU, but the stages ask "
+                                      "different questions; docs/eval/speed-equivalence.md); 'none' = fp32.")
 
 
 @dataclass

@@ -84,6 +84,7 @@ class EvalConfig:
                                     "default (an example's stages decoded in one batch, racq.multilora); merged = "
                                     "one merged model per stage (racq.fastgen); both to check they ask the same "
                                     "(docs/eval/speed-equivalence.md).")
+    quantize: str = helpfield("none", "With engine=joint: int8 = dynamic int8 base linears (ModelConfig.quantize).")
     reference_stage: str = helpfield("sft", "Stage every other stage is paired-tested against.")
     n_boot: int = helpfield(2000, "Bootstrap resamples for CIs and the paired test.")
     seed: int = helpfield(0, "Bootstrap seed.")
@@ -209,6 +210,10 @@ def generate_all(examples, passages, cfg: EvalConfig, cache: JsonlCache, stage_m
                 "stop_at_question": gen.stop_at_question}
     if cfg.engine != "peft":  # the reference path keeps its cache keys; another engine gets its own
         decoding["engine"] = cfg.engine
+    if cfg.quantize != "none":
+        if cfg.engine != "joint":
+            raise EvalError("quantize=int8 needs engine=joint")
+        decoding["quantize"] = cfg.quantize
     if cfg.no_repeat_ngram_size:  # only when on, so the keys of guard-free runs stay what they were
         decoding["no_repeat_ngram_size"] = cfg.no_repeat_ngram_size
     prompts, keys, out = {}, {}, {}
@@ -249,7 +254,7 @@ def generate_all(examples, passages, cfg: EvalConfig, cache: JsonlCache, stage_m
         elif cfg.engine == "joint":  # an example's stages in one batch, as the app asks
             from racq.multilora import JointStages
 
-            joint = JointStages(sm)
+            joint = JointStages(sm, quantize=cfg.quantize)
         if cfg.engine == "joint":  # an example's missing stages, together
             by_example: dict = {}
             for j in sorted(jobs, key=lambda j: (j[0], cfg.stages.index(j[1]))):

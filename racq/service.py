@@ -101,6 +101,7 @@ class Asker:
     prompt: PromptConfig = field(default_factory=PromptConfig)
     engine: str = "joint"  # "joint" (racq.multilora), "merged" (racq.fastgen) or "peft" (StageModel.generate)
     cache_size: int = 256
+    quantize: str = "none"  # engine joint: "int8" = dynamic int8 base linears (ModelConfig.quantize)
     _fast: object = field(default=None, repr=False)
     _joint: object = field(default=None, repr=False)
     _cache: AnswerCache = field(default=None, repr=False)
@@ -108,6 +109,8 @@ class Asker:
     def __post_init__(self):
         if self.engine not in ENGINES:
             raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+        if self.quantize not in ("none", "int8"):
+            raise ValueError(f"quantize must be none or int8, got {self.quantize!r}")
         self._cache = AnswerCache(self.cache_size)
 
     @classmethod
@@ -128,7 +131,7 @@ class Asker:
             from racq.faithfulness import Scorer
 
             scorer = Scorer()
-        asker = cls(sm, idx, scorer, prompt, engine=model.engine, cache_size=cache_size)
+        asker = cls(sm, idx, scorer, prompt, engine=model.engine, cache_size=cache_size, quantize=model.quantize)
         asker.refresh()  # build the merged copies now, not on the first query
         return asker
 
@@ -160,7 +163,7 @@ class Asker:
         if self._joint is None:
             from racq.multilora import JointStages
 
-            self._joint = JointStages(self.stage_model)
+            self._joint = JointStages(self.stage_model, quantize=self.quantize)
         return self._joint
 
     def warm(self) -> None:
@@ -184,7 +187,7 @@ class Asker:
         settings = dataclasses.replace(gen, batch_size=0)  # batching does not change a greedy answer
         fp = (getattr(self.index, "meta", None) or {}).get("fingerprint", id(self.index))
         return ("stage", stage, self.stage_model.adapter_hashes.get(stage, ""), query, k, repr(settings),
-                repr(self.stage_model.prompt), fp, self.engine)
+                repr(self.stage_model.prompt), fp, self.engine, self.quantize)
 
     def _stream(self, prompt: str, stage: str, gen: GenConfig) -> Iterator[str]:
         if self.fast is not None and not gen.do_sample:

@@ -147,3 +147,26 @@ def test_a_failing_batch_says_so_on_every_card(asker, monkeypatch):
     final = {e["stage"]: e for e in asker.ask_stream("who sings you are my sunshine", k=2, gen=GEN)
              if e["event"] == "stage"}
     assert {s: e.get("error") for s, e in final.items()} == {s: "RuntimeError: boom" for s in ("base", "sft", "aligned")}
+
+
+def test_int8_is_opt_in_quantizes_the_base_linears_only_and_keeps_its_own_cache(asker):
+    from racq.service import Asker
+
+    with pytest.raises(ValueError, match="quantize must be none or int8"):
+        Asker(asker.stage_model, asker.index, quantize="int4")
+    before = {n: p.detach().clone() for n, p in asker.stage_model.model.named_parameters()}
+    q8 = Asker(asker.stage_model, asker.index, quantize="int8")
+    q8.warm()
+    kinds = {type(m.base).__module__ for m in q8.joint.model.modules() if hasattr(m, "rows")}
+    assert kinds and all("quantized" in k for k in kinds), kinds
+    out = q8.ask("who played wolverine", k=2, gen=GEN)
+    assert set(out["questions"]) == {"base", "sft", "aligned"} and out["errors"] == {}
+    assert q8._key("q", 2, "sft", GEN) != asker._key("q", 2, "sft", GEN)  # never served fp32's answers
+    after = dict(asker.stage_model.model.named_parameters())
+    assert all(torch_equal(before[n], after[n]) for n in before), "quantizing must not touch the shared weights"
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return bool(torch.equal(a, b))

@@ -58,6 +58,8 @@ class AppConfig:
     engine: str = helpfield(_default(ModelConfig, "engine"), "Generation engine of Explore: joint (all "
                                                              "stages in one batch, streamed), merged (stage after "
                                                              "stage, streamed) or peft (no streaming).")
+    quantize: str = helpfield(_default(ModelConfig, "quantize"), "Engine joint: int8 = faster, different "
+                                                                 "questions (opt-in); none = fp32.")
     cache_size: int = helpfield(256, "Answers kept in memory (query, k, stage adapter, settings, index): the "
                                      "same question again answers at once; 0 = no cache.")
     stages: list[str] = helpfield([], "Stages to show and annotate (empty = every stage on disk).")
@@ -104,7 +106,7 @@ class AppConfig:
 
     def model_config(self) -> ModelConfig:
         return ModelConfig(base_model=self.base_model, embedder=self.embedder, adapters_dir=self.adapters_dir,
-                           dtype=self.dtype, threads=self.threads, engine=self.engine)
+                           dtype=self.dtype, threads=self.threads, engine=self.engine, quantize=self.quantize)
 
     def prompt_config(self) -> PromptConfig:
         return PromptConfig(top_k=self.prompt_k)

@@ -8,13 +8,16 @@ question, streamed token by token -> faithfulness (and usefulness) scores. `racq
     for event in asker.ask_stream("who played wolverine", score=True):
         print(event["event"], event.get("stage"), event.get("text") or event.get("question"))
 
-Events, in order: one "passages" (query, notes, passages, stages, errors of stages not loaded); then
-"start", "token"* (the raw reply so far) and "stage" (the final question, its scores, or its error) per
-stage. Generation: `engine="joint"` (default; racq.multilora: every stage decoded in ONE batch over one
-copy of the base, so all stages start together, their tokens interleave and each stage's "stage" event
-comes when it stops; cached stages answer first), "merged" (racq.fastgen: one plain merged model per
-stage, stage after stage, each stage's events contiguous) or "peft" (the one PEFT model, as training
-uses; always for sampling). An answer cache (LRU, `cache_size` entries) answers the same query, k, stage adapter,
+Events, in order: one "passages" (query, notes, passages, stages, errors of stages not loaded, and
+coverage: racq.coverage.assess, whether the corpus covers the query at all); then "start", "token"* (the
+raw reply so far) and "stage" (the final question, its scores, or its error) per stage. For a query the
+corpus does not cover, racq.coverage.guard keeps only the options the passages support or asks a generic
+question (the model's own in `unguarded`). Generation: `engine="joint"` (default; racq.multilora: every
+stage decoded in ONE batch over one copy of the base, so all stages start together, their tokens
+interleave and each stage's "stage" event comes when it stops; cached stages answer first), "merged"
+(racq.fastgen: one plain merged model per stage, stage after stage, each stage's events contiguous) or
+"peft" (the one PEFT model, as training uses; always for sampling). An answer cache (LRU, `cache_size`
+entries) answers the same query, k, stage adapter,
 settings and index again without generating; a stage loaded or retrained in place misses it.
 """
 
@@ -28,6 +31,8 @@ from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
 from racq.config import GenConfig, ModelConfig, PromptConfig
+from racq.coverage import assess, guard
+from racq.usefulness import card_usefulness
 
 MAX_QUERY_CHARS = 500  # longer queries are cut: the prompt must stay short on a CPU
 
@@ -102,6 +107,7 @@ class Asker:
     engine: str = "joint"  # "joint" (racq.multilora), "merged" (racq.fastgen) or "peft" (StageModel.generate)
     cache_size: int = 256
     quantize: str = "none"  # engine joint: "int8" = dynamic int8 base linears (ModelConfig.quantize)
+    coverage: object = None  # racq.coverage.CoverageConfig; None = its defaults
     _fast: object = field(default=None, repr=False)
     _joint: object = field(default=None, repr=False)
     _cache: AnswerCache = field(default=None, repr=False)
@@ -210,7 +216,9 @@ class Asker:
         wanted = list(stages or self.stages)
         errors = {s: self.stage_model.errors.get(s, "not loaded") for s in wanted if s not in self.stages}
         errors.update({s: e for s, e in self.stage_model.errors.items() if stages is None})
+        cov = assess(hits, self.coverage)  # does the corpus cover the query at all (racq.coverage)
         yield {"event": "passages", "query": query, "notes": notes, "stages": wanted, "errors": errors,
+               "coverage": cov,
                "passages": [{"rank": h.rank, "score": float(h.score), "pid": h.passage.pid,
                              "title": h.passage.title, "text": h.passage.text} for h in hits],
                "seconds": round(time.perf_counter() - t0, 3)}
@@ -222,18 +230,18 @@ class Asker:
                 continue
             done = self._cache.get(self._key(query, k, stage, gen)) if joint else None
             if done is not None:  # the joint engine answers the other stages together, after these
-                yield self._final(query, passages, stage, done, score, cached=True)
+                yield self._final(query, passages, stage, done, score, cov, cached=True)
             else:
                 todo.append(stage)
         prompt = self.stage_model.passage_prompt(query, passages) if todo else None
         if joint and todo:
-            yield from self._joint_events(query, k, passages, prompt, todo, score, gen)
+            yield from self._joint_events(query, k, passages, prompt, todo, score, gen, cov)
             todo = []
         for stage in todo:  # one stage after the other (engine merged or peft, or sampling)
             key = self._key(query, k, stage, gen)
             done = None if gen.do_sample else self._cache.get(key)
             if done is not None:
-                yield self._final(query, passages, stage, done, score, cached=True)
+                yield self._final(query, passages, stage, done, score, cov, cached=True)
                 continue
             yield {"event": "start", "stage": stage}
             t, raw = time.perf_counter(), ""
@@ -243,10 +251,10 @@ class Asker:
             except Exception as e:  # noqa: BLE001 - this stage's card shows it, the others go on
                 yield {"event": "stage", "stage": stage, "error": f"{type(e).__name__}: {e}"}
                 continue
-            yield self._final(query, passages, stage, self._done(raw, stage, t, key, gen), score, cached=False)
+            yield self._final(query, passages, stage, self._done(raw, stage, t, key, gen), score, cov, cached=False)
         yield {"event": "done", "seconds": round(time.perf_counter() - t0, 3)}
 
-    def _joint_events(self, query, k, passages, prompt, stages, score, gen) -> Iterator[dict]:
+    def _joint_events(self, query, k, passages, prompt, stages, score, gen, cov) -> Iterator[dict]:
         """Every stage of `stages` decoded in one batch (racq.multilora): all start together, their
         tokens interleave, each ends with its own "stage" event as soon as it stops."""
         t = time.perf_counter()
@@ -257,7 +265,7 @@ class Asker:
                 yield {"event": "token", "stage": stage, "text": raw}
                 if finished:
                     done = self._done(raw, stage, t, self._key(query, k, stage, gen), gen)
-                    yield self._final(query, passages, stage, done, score, cached=False)
+                    yield self._final(query, passages, stage, done, score, cov, cached=False)
                     stages = [s for s in stages if s != stage]
         except Exception as e:  # noqa: BLE001 - the batch failed: every stage still in it says so
             for stage in stages:
@@ -274,19 +282,23 @@ class Asker:
             self._cache.put(key, done)
         return done
 
-    def _final(self, query, passages, stage: str, done: dict, score: bool, cached: bool) -> dict:
-        """A stage's "stage" event: its answer, scored (once: a cached answer keeps its scores)."""
-        from racq.usefulness import card_usefulness
-
+    def _final(self, query, passages, stage: str, done: dict, score: bool, cov: dict, cached: bool) -> dict:
+        """A stage's "stage" event: its answer, scored (once: a cached answer keeps its scores), then
+        guarded when the corpus does not cover the query (racq.coverage; the cache keeps the model's own)."""
+        shown = passages[:self.prompt.top_k]  # scored against the passages the prompt held
         if score and self.scorer is not None and done["question"] and "scores" not in done:
             try:
-                # against the passages the prompt held (k may retrieve more for the screen)
-                done["scores"] = self.scorer.score(query, passages[:self.prompt.top_k], done["question"])
+                done["scores"] = self.scorer.score(query, shown, done["question"])
                 # usefulness beside it: distinct options, and the query's human interpretations it names
                 done["useful"] = card_usefulness(query, done["question"], done["scores"])
             except Exception as e:  # noqa: BLE001 - keep the question, say why scores are missing
                 done = {**done, "score_error": f"{type(e).__name__}: {e}"}
-        return {"event": "stage", "stage": stage, "cached": cached, **done}
+        out = guard(done, cov, query, shown, self.scorer, self.coverage)
+        if out["question"] != done["question"]:  # the guard rewrote it: usefulness of what is shown
+            out.pop("useful", None)
+            if out.get("scores"):
+                out["useful"] = card_usefulness(query, out["question"], out["scores"])
+        return {"event": "stage", "stage": stage, "cached": cached, **out}
 
     def ask(self, query, k: int | None = None, stages: Sequence[str] | None = None, score: bool = False,
             gen: GenConfig | None = None) -> dict:
@@ -294,7 +306,7 @@ class Asker:
         out = {"questions": {}, "adapter_hashes": {}, "seconds": {}}
         for ev in self.ask_stream(query, k, stages, score, gen):
             if ev["event"] == "passages":
-                out.update({k_: ev[k_] for k_ in ("query", "notes", "passages", "errors")})
+                out.update({k_: ev[k_] for k_ in ("query", "notes", "passages", "errors", "coverage")})
                 out["seconds"]["retrieve"] = ev["seconds"]
             elif ev["event"] == "stage" and "error" in ev:
                 out["errors"][ev["stage"]] = ev["error"]

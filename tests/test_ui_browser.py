@@ -275,3 +275,24 @@ def test_explore_card_text_grows_while_its_stage_generates(page, ui_env, monkeyp
             ["base", "sft", "aligned"]
         expect(page.locator("#explore-status")).to_contain_text("3 stages", timeout=90_000)
         expect(page.locator(".racq-card .racq-body[data-state='done']")).to_have_count(3)
+
+
+def test_explore_says_when_the_corpus_does_not_cover_the_query(page, app, ui_env):
+    """No evidence, no options (racq.coverage): a query far from every passage gets the notice above the
+    passages and in the status; a query of the corpus does not."""
+    from racq.coverage import NOTICE
+
+    page.goto(app)
+    query, ask = page.get_by_label("Query"), page.locator("#explore-ask")
+    query.fill("how many moons does neptune have")
+    ask.click()
+    expect(page.locator("#explore-status")).to_contain_text("3 stages", timeout=90_000)
+    expect(page.locator("#explore-status .racq-nocoverage")).to_contain_text(NOTICE)
+    expect(page.locator("#explore-passages .racq-nocoverage")).to_be_visible()
+    _shoot(page, "explore-no-evidence.png")
+    before = page.locator("#explore-status").inner_text()
+    query.fill(ui_env["examples"][0].query)
+    ask.click()
+    _changed(page.locator("#explore-status"), before)  # the new query's answer, not the old one's
+    expect(page.locator("#explore-status")).to_contain_text("3 stages", timeout=90_000)
+    expect(page.locator(".racq-nocoverage")).to_have_count(0)

@@ -68,6 +68,11 @@ def _print_stream(events, live: bool) -> None:
             for hit in ev["passages"]:
                 title = f"{hit['title']}: " if hit["title"] else ""
                 print(f"[{hit['rank']}] ({hit['score']:.3f}) {title}{hit['text'][:200]}")
+            cov = ev.get("coverage") or {}
+            if not cov.get("covered", True):  # racq.coverage: the stages then offer only supported options
+                from racq.coverage import NOTICE
+
+                print(f"\n{NOTICE} ({cov.get('why', '')}): only options these passages support are offered.")
             print()
         elif ev["event"] == "token" and live:
             print(f"\r\033[K{stage:>12}: {' '.join(ev['text'].split())}", end="", flush=True)

@@ -108,11 +108,26 @@ def card_html(stage: str, card: dict | None, passages: list[dict]) -> str:
             body.append("<div class='racq-metrics'>no options offered</div>")
     elif card.get("score_error"):
         body.append(message_html(f"scores unavailable: {card['score_error']}", "error"))
+    raw = (card.get("unguarded") or {}).get("question")
+    if raw:  # racq.coverage replaced the model's question: show what it asked and why it is not shown
+        body.append(f"<div class='racq-guard'>{esc(card.get('guard', ''))}; the model asked: "
+                    f"<i>{esc(raw)}</i></div>")
     return _card(stage, "done", "".join(body))
 
 
 def cards_html(stages: list[str], cards: dict, passages: list[dict]) -> str:
     return "<div class='racq-cards'>" + "".join(card_html(s, cards.get(s), passages) for s in stages) + "</div>"
+
+
+def coverage_html(cov: dict | None) -> str:
+    """The no-evidence notice (racq.coverage): empty when the corpus covers the query."""
+    if not cov or cov.get("covered", True):
+        return ""
+    from racq.coverage import NOTICE
+
+    return (f"<div class='racq-nocoverage'><b>{esc(NOTICE)}</b> ({esc(cov.get('why', ''))}): "
+            "the passages below are about something else, so the stages offer only options these passages "
+            "support, or ask a generic question.</div>")
 
 
 POOL_HIDDEN = ("This query is in the annotation pool. Explore names the stage behind each question, so it "
@@ -144,10 +159,12 @@ def run_query(ctx, query, k, hide_pool: bool = False):
     cards: dict = {s: {"error": f"no adapter for this stage in {ctx.cfg.adapters_dir}"}
                    for s in stages if _missing(ctx, asker, s)}
     passages: list[dict] = []
+    coverage = None
     note = "".join(f" ({esc(n)})" for n in notes)
 
     def update(status):
-        return status, passages_html(passages, ctx.cfg.prompt_k), cards_html(stages, cards, passages)
+        return (status, coverage_html(coverage) + passages_html(passages, ctx.cfg.prompt_k),
+                cards_html(stages, cards, passages))
 
     events = asker.ask_stream(query, k=k, stages=[s for s in stages if s not in cards],
                               score=getattr(asker, "scorer", None) is not None, gen=ctx.cfg.gen_config())
@@ -155,14 +172,15 @@ def run_query(ctx, query, k, hide_pool: bool = False):
         for ev in events:
             kind, stage = ev["event"], ev.get("stage")
             if kind == "passages":
-                passages = ev["passages"]
+                passages, coverage = ev["passages"], ev.get("coverage")
             elif kind in ("start", "token"):
                 cards[stage] = {"partial": ev.get("text", "")}
                 i = stages.index(stage)
                 yield update(message_html(f"generating {stage} ({i + 1}/{len(stages)})…", "pending"))
                 continue
             elif kind == "stage":
-                cards[stage] = {k_: ev[k_] for k_ in ("error", "question", "scores", "score_error", "useful") if k_ in ev}
+                cards[stage] = {k_: ev[k_] for k_ in ("error", "question", "scores", "score_error", "useful",
+                                                       "guard", "unguarded") if k_ in ev}
             else:
                 continue
             yield update(message_html("generating…", "pending"))
@@ -174,7 +192,8 @@ def run_query(ctx, query, k, hide_pool: bool = False):
             if s not in cards or "partial" in cards[s]:
                 cards[s] = {"error": f"{type(e).__name__}: {e}"}
     secs = time.perf_counter() - t0
-    yield update(f"<div>{len(stages)} stages, {len(passages)} passages, {secs:.1f} s{note}</div>")
+    yield update(coverage_html(coverage)
+                 + f"<div>{len(stages)} stages, {len(passages)} passages, {secs:.1f} s{note}</div>")
 
 
 def build(ctx) -> None:

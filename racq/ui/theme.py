@@ -46,6 +46,9 @@ CSS = """
 .racq-options li.bad::marker { content: "✘ "; color: #b91c1c; }
 .racq-support { display: block; opacity: .85; font-size: .92em; }
 .racq-support mark { background: #fde68a; color: inherit; padding: 0 .1em; }
+.racq-nocoverage { border-left: 4px solid #d97706; background: rgba(217,119,6,.08); padding: .5em .8em;
+                   margin: .3em 0 .6em; }
+.racq-guard { font-size: .85em; opacity: .8; margin-top: .3em; }
 .racq-cand { border: 1px solid var(--border-color-primary); border-radius: 8px; padding: .8em 1em;
              min-height: 4em; font-size: 1.1em; }
 .racq-progress progress { width: 100%; height: .8em; }

@@ -3,8 +3,8 @@
 Every tunable lives in a dataclass below. A YAML file sets any subset of fields; `--set key=value`
 overrides win over the file; unknown keys are rejected with the list of valid ones.
 
-    from racq.config import SFTConfig, load_config
-    cfg = load_config(SFTConfig, "recipes/cpu.yaml", ["max_steps=10", "lora_r=8"])
+    from racq.config import TrainConfig, load_config
+    cfg = load_config(TrainConfig, "recipes/cpu-default.yaml", ["sft_epochs=1", "lora_r=8"])
 """
 
 from __future__ import annotations

@@ -5,9 +5,9 @@ questions to the pool. The buttons call the same functions as the CLI:
     racq pool build --existing                             # = the "Add ... to the pool" button
 
 Context (racq.ui.AppContext): ctx.db_path, ctx.cfg, ctx.train_cfg, ctx.asker(), ctx.load_stage(name),
-ctx.jobs (racq.ui.jobs.Jobs), ctx.is_admin(request) or ctx.role(request). Who is an admin: ctx says
-so; else the signed-in Gradio user (request.username) has role 'admin' in the annotators table; else
-cfg.admin is true. The check runs on the server in every handler, not only in the layout.
+ctx.jobs (racq.ui.jobs.Jobs), ctx.is_admin(request). Who is an admin: the user signed in on this page
+(AppContext.user) has role 'admin' in the annotators table. The check runs on the server in every
+handler, not only in the layout.
 
 A round or a pool build is a server-side job (ctx.jobs, one at a time): its worker thread trains, then
 loads the new stage into the running app itself (ctx.load_stage), so a closed or reloaded page loses
@@ -25,22 +25,15 @@ from typing import Callable
 import gradio as gr  # at module level: the handlers' `gr.Request` hints must resolve for Gradio to inject it
 
 from racq.config import TrainConfig
-from racq.store import get_annotator, list_rounds, open_db
+from racq.store import list_rounds, open_db
 from racq.ui.jobs import Job
 
 POLL_S = 0.5
 
 
 def is_admin(ctx, request) -> bool:
-    if hasattr(ctx, "is_admin"):
-        return bool(ctx.is_admin(request))
-    if hasattr(ctx, "role"):
-        return ctx.role(request) == "admin"
-    user = getattr(request, "username", None)
-    if user:
-        row = get_annotator(open_db(getattr(ctx, "db_path", None)), user)
-        return bool(row and row["role"] == "admin")
-    return bool(getattr(getattr(ctx, "cfg", None), "admin", False))
+    """The one admin check: the user signed in on this page (Annotate tab) has role 'admin'."""
+    return ctx.is_admin(request)
 
 
 def train_config(ctx) -> TrainConfig:

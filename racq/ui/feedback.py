@@ -4,7 +4,7 @@ questions to the pool. The buttons call the same functions as the CLI:
     racq train dpo --from-votes --synthetic-weight 0.3     # = the Train button (racq.feedback.train_round)
     racq pool build --existing                             # = the "Add ... to the pool" button
 
-Context (racq.ui.AppContext): ctx.db_path, ctx.cfg, ctx.train_cfg, ctx.asker(), ctx.load_stage(name),
+Context (racq.ui.AppContext): ctx.db, ctx.cfg, ctx.train_cfg, ctx.asker(), ctx.load_stage(name),
 ctx.jobs (racq.ui.jobs.Jobs), ctx.is_admin(request). Who is an admin: the user signed in on this page
 (AppContext.user) has role 'admin' in the annotators table. The check runs on the server in every
 handler, not only in the layout.
@@ -25,7 +25,7 @@ from typing import Callable
 import gradio as gr  # at module level: the handlers' `gr.Request` hints must resolve for Gradio to inject it
 
 from racq.config import TrainConfig
-from racq.store import list_rounds, open_db
+from racq.store import list_rounds
 from racq.ui.jobs import Job
 
 POLL_S = 0.5
@@ -55,7 +55,7 @@ def train_config(ctx) -> TrainConfig:
 def summary_md(ctx) -> str:
     from racq.feedback import usable_pairs
 
-    db = open_db(getattr(ctx, "db_path", None))
+    db = ctx.db
     s = usable_pairs(db)
     ex = s["excluded"]
     rounds = list_rounds(db)
@@ -130,7 +130,7 @@ def pool_job(ctx) -> Callable[[Job], dict]:
     from racq.pool import build_pool
 
     def run(j: Job) -> dict:
-        db = open_db(getattr(ctx, "db_path", None))
+        db = ctx.db
         done = [r["stage"] for r in list_rounds(db) if r["status"] == "done"]
         if not done:
             raise RuntimeError("no finished training round yet: train one first")

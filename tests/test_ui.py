@@ -174,14 +174,13 @@ def test_config_yaml_and_private_paths(tmp_path):
         load_config(AppConfig, None, ["no_such=1"])
 
 
-def test_app_builds_without_or_with_broken_optional_screens(tmp_path, monkeypatch):
+def test_app_builds_with_a_broken_extra_screen(tmp_path, monkeypatch):
     import racq.ui as ui
 
     broken = types.ModuleType("racq_test_broken_screen")
     broken.build = lambda ctx: 1 / 0
     monkeypatch.setitem(sys.modules, broken.__name__, broken)
-    monkeypatch.setattr(ui, "OPTIONAL_SCREENS", [("Missing", "racq_test_not_there", "tab-missing"),
-                                                 ("Broken", broken.__name__, "tab-broken")])
+    monkeypatch.setattr(ui, "extra_screens", lambda: [("Broken", broken.build, "tab-broken")])
     demo = build_app(AppConfig(db=str(tmp_path / "r.db"), adapters_dir=str(tmp_path)))
     config = str(demo.get_config_file())
     assert "Missing" not in config and "ZeroDivisionError" in config

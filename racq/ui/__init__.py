@@ -26,7 +26,6 @@ when the tab is opened.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -256,9 +255,12 @@ def stage_names(cfg: AppConfig) -> list[str]:
     return [s for s in names if s in cfg.stages] if cfg.stages else names
 
 
-# Optional screens written separately: (tab title, module, elem_id). Each module has build(ctx).
-OPTIONAL_SCREENS = [("Leaderboard", "racq.ui.leaderboard", "tab-leaderboard"),
-                    ("Feedback training", "racq.ui.feedback", "tab-feedback")]
+def extra_screens() -> list[tuple[str, Callable, str]]:
+    """The tabs after Explore and Annotate: (tab title, build(ctx), elem_id)."""
+    from racq.ui import feedback, leaderboard  # these import gradio: only when an app is built
+
+    return [("Leaderboard", leaderboard.build, "tab-leaderboard"),
+            ("Feedback training", feedback.build, "tab-feedback")]
 
 
 def recover_rounds(db) -> list[dict]:
@@ -319,18 +321,12 @@ def build_app(cfg: AppConfig | None = None, asker=None, ctx: AppContext | None =
                 explore.build(ctx)
             with gr.Tab("Annotate", id="annotate", elem_id="tab-annotate"):
                 annotate.build(ctx)
-            for title, modname, elem_id in OPTIONAL_SCREENS:
-                try:
-                    mod = importlib.import_module(modname)
-                except ModuleNotFoundError as e:
-                    if e.name == modname:
-                        continue  # that screen is not installed yet: the app works without it
-                    raise
+            for title, build_screen, elem_id in extra_screens():
                 with gr.Tab(title, id=elem_id.removeprefix("tab-"), elem_id=elem_id) as tab:
                     try:
-                        handle = mod.build(ctx)
+                        handle = build_screen(ctx)
                     except Exception as e:  # one broken screen must not take annotation down
-                        log.exception("screen %s failed to build", modname)
+                        log.exception("screen %s failed to build", title)
                         gr.Markdown(f"This screen failed to load: `{type(e).__name__}: {e}`")
                         continue
                 _refresh_on_select(tab, handle)

@@ -112,7 +112,7 @@ def round_job(ctx, cfg: TrainConfig, weight: float) -> Callable[[Job], dict]:
     from racq.feedback import train_round
 
     def run(j: Job) -> dict:
-        result = train_round(cfg, getattr(ctx, "db_path", None), weight, progress=j.on_event)
+        result = train_round(cfg, ctx.db_path, weight, progress=j.on_event)
         try:
             result["loaded"] = ctx.load_stage(result["stage"])
             j.log(result["loaded"])

@@ -263,3 +263,12 @@ def test_feedback_screen_trains_in_a_worker_and_loads_the_stage(voted, tiny_lm, 
         handle = screen.build(ctx)
     assert {"train_round", "pool_build", "feedback_summary"} <= {d.api_name for d in demo.fns.values()}
     assert "4 usable" in handle["refresh"]()[0] and len(handle["refresh_outputs"]) == 4
+
+
+def test_two_apps_in_one_process_have_their_own_job_runner(tmp_path):
+    """The Feedback screen's job lives on the app's context: a round in one app is not another's."""
+    from racq.ui import AppConfig, make_context
+
+    a = make_context(AppConfig(db=str(tmp_path / "a.db"), adapters_dir=str(tmp_path)))
+    b = make_context(AppConfig(db=str(tmp_path / "b.db"), adapters_dir=str(tmp_path)))
+    assert a.jobs is not b.jobs

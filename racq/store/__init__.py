@@ -12,7 +12,8 @@ candidates, items, sampler), votes (votes, reveals, undo + withdraw, preference 
 lineage), leases (one job at a time across processes), export.
 """
 
-from racq.store.db import Store, StoreError, open_db
+from racq.store.db import Store, open_db
+from racq.store.errors import StoreError
 from racq.store.export import export_prefs, export_votes
 from racq.store.migrations import MIGRATIONS, applied, migrate
 from racq.store.pool import (Showing, add_annotator, add_candidate, add_query_with_passages, get_annotator,

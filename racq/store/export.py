@@ -29,7 +29,8 @@ import os
 from pathlib import Path
 from typing import Iterable
 
-from racq.store.db import Store, StoreError
+from racq.store.db import Store
+from racq.store.errors import StoreError
 from racq.store.rounds import round_rows, round_vote_ids
 from racq.store.votes import pair_rows, vote_rows
 

@@ -32,7 +32,8 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 from racq.data import Passage
-from racq.store.db import Store, StoreError, annotator_id, dumps, one
+from racq.store.db import Store, annotator_id, dumps, one
+from racq.store.errors import StoreError
 
 ROLES = ("annotator", "admin")
 MAX_NAME_CHARS = 64  # annotator names (racq.ui.users checks the same limit before signing anyone in)

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from racq.store.db import Store, StoreError, dumps, loads, one
+from racq.store.db import Store, dumps, loads, one
+from racq.store.errors import StoreError
 from racq.store.leases import lease_row, why_free
 
 STATUSES = ("running", "done", "failed")

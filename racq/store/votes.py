@@ -19,7 +19,8 @@ from __future__ import annotations
 import uuid
 from typing import Iterable
 
-from racq.store.db import Store, StoreError, annotator_id, one
+from racq.store.db import Store, annotator_id, one
+from racq.store.errors import StoreError
 from racq.store.pool import EFFECTIVE, _query
 
 VOTE_OUTCOMES = ("left", "right", "tie", "both_bad", "skip")

@@ -47,7 +47,8 @@ class PoolError(RuntimeError):
     """The pool cannot be built as asked; the message says why and what to do."""
 
 
-def _order_key(ex: Example) -> str:
+def order_key(ex: Example) -> str:
+    """The fixed hash order queries are picked in (pick_queries; racq.evaluate samples in it too)."""
     return hashlib.sha256(f"{ex.dataset}\t{ex.topic_id}\t{ex.query}".encode()).hexdigest()
 
 
@@ -57,7 +58,7 @@ def pick_queries(examples: Iterable[Example], n: int) -> list[Example]:
     from racq.service import BadQuery, clean_query
 
     out, seen = [], set()
-    for ex in sorted(examples, key=_order_key):
+    for ex in sorted(examples, key=order_key):
         try:
             text, _ = clean_query(ex.query)
         except BadQuery:

@@ -129,10 +129,11 @@ def add_query_with_passages(db: Store, query: str, passages: Sequence[Passage],
 def get_query(db: Store, query_id: int) -> dict:
     """{id, text, dataset, topic_id, passages: [Passage, ...] best first}."""
     with db.read() as conn:
-        return _query(conn, query_id)
+        return query_row(conn, query_id)
 
 
-def _query(conn, query_id: int) -> dict:
+def query_row(conn, query_id: int) -> dict:
+    """get_query on the caller's connection (inside its transaction: one snapshot with its other reads)."""
     row = one(conn, "SELECT id, text, dataset, topic_id FROM queries WHERE id = ?", [query_id])
     if row is None:
         raise StoreError(f"unknown query id {query_id}")
@@ -290,7 +291,7 @@ def next_item(db: Store, annotator: str, *, overlap: float = 0.2, stages: Iterab
 
 
 def _showing(conn, item: dict, left: int, right: int, redo: bool = False) -> Showing:
-    q = _query(conn, item["query_id"])
+    q = query_row(conn, item["query_id"])
     texts = {r["id"]: r["text"] for r in conn.query(
         "SELECT id, text FROM candidates WHERE id IN (?, ?)", [left, right])}
     return Showing(item["id"], q["id"], q["text"], q["passages"], left, texts[left], right, texts[right], redo)

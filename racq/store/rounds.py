@@ -121,6 +121,23 @@ def round_vote_ids(conn) -> dict[int, list[int]]:
     return out
 
 
+def round_exists(db: Store, round_id: int, stage: str | None = None) -> bool:
+    """Whether training round `round_id` exists (and, given `stage`, trained that stage)."""
+    sql, args = "SELECT 1 AS x FROM training_rounds WHERE id = ?", [round_id]
+    if stage is not None:
+        sql, args = sql + " AND stage = ?", args + [stage]
+    with db.read() as conn:
+        return one(conn, sql, args) is not None
+
+
+def used_vote_ids(db: Store) -> set[int]:
+    """The ids of the votes that some finished ('done') round trained on."""
+    with db.read() as conn:
+        return {r["vote_id"] for r in conn.query(
+            "SELECT rv.vote_id FROM round_votes rv JOIN training_rounds r ON r.id = rv.round_id "
+            "WHERE r.status = 'done'")}
+
+
 def votes_of_round(db: Store, round_id: int) -> list[int]:
     with db.read() as conn:
         return [r["vote_id"] for r in conn.query(

@@ -37,8 +37,9 @@ from pathlib import Path
 from typing import Callable
 
 from racq.config import TrainConfig
-from racq.store import (ROUND_LEASE, LeaseHeld, Store, effective_votes, export_prefs, fail_stale_rounds,
-                        finish_round, held_lease, link_round_votes, open_db, preference_pairs, record_round,
+from racq.prefs import export_prefs
+from racq.store import (ROUND_LEASE, LeaseHeld, Store, effective_votes, fail_stale_rounds, finish_round,
+                        held_lease, link_round_votes, open_db, preference_pairs, record_round,
                         used_vote_ids)
 
 EXCLUDED_OUTCOMES = ("tie", "both_bad", "skip")

@@ -7,14 +7,15 @@
     record_vote(db, uuid4().hex, "ana", show.item_id, show.left_id, show.right_id, "left")
 
 Every function takes the handle first and raises StoreError with a readable message; a failed write
-leaves nothing behind. Modules: db (handle, transactions), migrations, pool (annotators, queries,
-candidates, items, sampler), votes (votes, reveals, undo + withdraw, preference pairs), rounds (training
-lineage), leases (one job at a time across processes), export.
+leaves nothing behind. All of racq's SQL lives in these modules: errors (StoreError), db (handle,
+transactions), migrations, pool (annotators, queries, candidates, items, sampler), votes (votes, reveals,
+undo + withdraw, preference pairs), rounds (training lineage), leases (one job at a time across
+processes), scores, export (vote files; the snapshot racq.prefs builds TRL preference rows from).
 """
 
 from racq.store.db import Store, open_db
 from racq.store.errors import StoreError
-from racq.store.export import export_prefs, export_votes
+from racq.store.export import export_votes, prefs_snapshot
 from racq.store.migrations import MIGRATIONS, applied, migrate
 from racq.store.pool import (Showing, add_annotator, add_candidate, add_query_with_passages, candidate_texts,
                              candidates_for, first_query_ids, get_annotator, get_query, is_pool_query,
@@ -37,5 +38,15 @@ __all__ = [
     "record_round", "finish_round", "link_round_votes", "get_round", "list_rounds", "votes_of_round",
     "rounds_of_vote", "fail_stale_rounds", "round_exists", "used_vote_ids", "ROUND_LEASE",
     "LeaseHeld", "acquire_lease", "renew_lease", "release_lease", "held_lease", "get_lease",
-    "export_prefs", "export_votes",
+    "export_votes", "prefs_snapshot",
 ]
+
+
+def __getattr__(name: str):
+    # racq.store.export_prefs moved to racq.prefs (the store never formats prompts); the old name still
+    # resolves, loaded on first use so importing the store does not import the prompt code.
+    if name == "export_prefs":
+        from racq.prefs import export_prefs
+
+        return export_prefs
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -101,7 +101,7 @@ def pick_examples(datasets: Sequence[str], split: str, limit: int, need_passages
                   data_file: str | None = None, index=None) -> list[Example]:
     """Per dataset, the first `limit` usable examples in racq.pool's fixed hash order. With `data_file`,
     its rows instead, per `dataset` label in the file (`datasets` ignored); split `all` takes every split."""
-    from racq.pool import _order_key
+    from racq.pool import order_key as _order_key
 
     found = load_examples(datasets, split=None if split == "all" else split, data_file=data_file, index=index)
     out = []

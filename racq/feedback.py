@@ -37,8 +37,10 @@ from pathlib import Path
 from typing import Callable
 
 from racq.config import TrainConfig
-from racq.store import (ROUND_LEASE, LeaseHeld, Store, effective_votes, export_prefs, fail_stale_rounds,
-                        finish_round, held_lease, link_round_votes, open_db, preference_pairs, record_round)
+from racq.prefs import export_prefs
+from racq.store import (ROUND_LEASE, LeaseHeld, Store, effective_votes, fail_stale_rounds, finish_round,
+                        held_lease, link_round_votes, open_db, preference_pairs, record_round,
+                        used_vote_ids)
 
 EXCLUDED_OUTCOMES = ("tie", "both_bad", "skip")
 START, REFERENCE = "aligned", "sft"
@@ -61,10 +63,7 @@ def usable_pairs(db: Store | str | Path | None = None) -> dict:
     db = _store(db)
     votes = effective_votes(db)
     pairs = preference_pairs(db)
-    with db.read() as conn:
-        used = {r["vote_id"] for r in conn.query(
-            "SELECT rv.vote_id FROM round_votes rv JOIN training_rounds r ON r.id = rv.round_id "
-            "WHERE r.status = 'done'")}
+    used = used_vote_ids(db)
     outcomes = Counter(v["outcome"] for v in votes)
     pref_items = {v["item_id"] for v in votes if v["outcome"] in ("left", "right")}
     return {"pairs": len(pairs),

@@ -36,8 +36,9 @@ from typing import Callable, Iterable, Sequence
 from racq.config import GenConfig
 from racq.data import Example, load_examples
 from racq.models import BASE_STAGE
-from racq.store import Store, add_candidate, add_query_with_passages, get_query, make_items, open_db
-from racq.store.db import dumps, one
+from racq.store import (Store, add_candidate, add_query_with_passages, candidate_texts, candidates_for,
+                        first_query_ids, get_query, latest_query_ids, make_items, open_db, round_exists)
+from racq.store.db import dumps
 from racq.store.scores import add_scores, scored_ids, scorer_key
 
 POOL_DATASETS = ("paqa", "cambignq")  # the datasets with passages: their queries suit the corpus index
@@ -47,7 +48,8 @@ class PoolError(RuntimeError):
     """The pool cannot be built as asked; the message says why and what to do."""
 
 
-def _order_key(ex: Example) -> str:
+def order_key(ex: Example) -> str:
+    """The fixed hash order queries are picked in (pick_queries; racq.evaluate samples in it too)."""
     return hashlib.sha256(f"{ex.dataset}\t{ex.topic_id}\t{ex.query}".encode()).hexdigest()
 
 
@@ -57,7 +59,7 @@ def pick_queries(examples: Iterable[Example], n: int) -> list[Example]:
     from racq.service import BadQuery, clean_query
 
     out, seen = [], set()
-    for ex in sorted(examples, key=_order_key):
+    for ex in sorted(examples, key=order_key):
         try:
             text, _ = clean_query(ex.query)
         except BadQuery:
@@ -92,31 +94,20 @@ def _stage_rounds(db: Store, adapters_dir, stages: Sequence[str]) -> dict[str, i
 
     wanted = {s.name: s.manifest.get("round_id") for s in list_stages(adapters_dir, include_hidden=True)
               if s.name in stages and s.manifest.get("round_id") is not None}
-    out = {}
-    with db.read() as conn:
-        for stage, rid in wanted.items():
-            if one(conn, "SELECT 1 AS x FROM training_rounds WHERE id = ? AND stage = ?", [rid, stage]):
-                out[stage] = int(rid)
-    return out
+    return {stage: int(rid) for stage, rid in wanted.items() if round_exists(db, rid, stage)}
 
 
 def _existing(db: Store, qids: Sequence[int], adapter_hashes: dict[str, str], decodings: dict[str, str]) -> dict:
     """{(query_id, stage): candidate id} of candidates made with these adapters and (per stage) settings."""
     out = {}
-    with db.read() as conn:
-        for start in range(0, len(qids), 900):
-            chunk = list(qids[start:start + 900])
-            for r in conn.query(f"SELECT id, query_id, stage, adapter_hash, decoding FROM candidates WHERE "
-                                f"query_id IN ({','.join('?' * len(chunk))}) ORDER BY id", chunk):
-                if adapter_hashes.get(r["stage"]) == r["adapter_hash"] and decodings.get(r["stage"]) == r["decoding"]:
-                    out.setdefault((r["query_id"], r["stage"]), r["id"])
+    for r in candidates_for(db, qids):
+        if adapter_hashes.get(r["stage"]) == r["adapter_hash"] and decodings.get(r["stage"]) == r["decoding"]:
+            out.setdefault((r["query_id"], r["stage"]), r["id"])
     return out
 
 
 def _pool_queries(db: Store, n: int) -> list[dict]:
-    with db.read() as conn:
-        ids = [r["id"] for r in conn.query("SELECT id FROM queries ORDER BY id LIMIT ?", [n])]
-    return [get_query(db, i) for i in ids]
+    return [get_query(db, i) for i in first_query_ids(db, n)]
 
 
 def why_not_loaded(sm, stage: str, adapters_dir) -> str:
@@ -149,6 +140,41 @@ def build_pool(db: Store | str | Path | None = None, n: int = 200, stages: Seque
     t0 = time.time()
     db = db if isinstance(db, Store) else open_db(db)
     say = progress or (lambda done, total, msg: None)
+    asker, scorer = _asker_and_scorer(asker, stage_model, index, scorer, score)
+    sm = asker.stage_model
+    stages = list(stages or sm.stages)
+    adapters_dir = _check_stages(sm, stages, adapters_dir)
+    if n < 1:
+        raise PoolError(f"n must be at least 1, got {n}")
+    gen = dataclasses.replace(gen or GenConfig(), batch_size=batch_size)
+    decodings = {s: decoding_of(gen, sm.prompt, seed, s) for s in stages}
+    hashes = {s: sm.adapter_hashes.get(s, "") for s in stages}
+    rounds = _stage_rounds(db, adapters_dir, stages)
+
+    say(0, 0, "choosing queries and retrieving passages")
+    if existing:
+        queries, new_queries = _pool_queries(db, n), 0
+    else:
+        if examples is None:
+            examples = load_examples(list(datasets), split=split)
+        queries, new_queries = _new_queries(db, asker, pick_queries(examples, n), k)
+    qids = [q["id"] for q in queries]
+    have = _existing(db, qids, hashes, {s: dumps(d) for s, d in decodings.items()})
+    stats = {"queries": len(queries), "new_queries": new_queries, "stages": stages,
+             "candidates_existing": len(have), "candidates_new": 0, "empty": 0, "generate_calls": 0,
+             "scored": 0, "items_new": 0}
+    lineage = {s: (hashes[s], decodings[s], rounds.get(s)) for s in stages}
+    n_jobs = _generate(db, sm, queries, stages, have, lineage, gen, seed, batch_size, say, stats)
+    if score and scorer is not None:
+        _score(db, scorer, {q["id"]: q for q in queries}, have, say, stats)
+    stats["items_new"] = make_items(db, query_ids=qids)
+    stats["seconds"] = round(time.time() - t0, 1)
+    say(n_jobs, n_jobs, f"pool ready: {stats['candidates_new']} new questions, {stats['items_new']} new pairs")
+    return stats
+
+
+def _asker_and_scorer(asker, stage_model, index, scorer, score: bool):
+    """The Asker to generate with (built when not given) and the Scorer (None when score=False and none given)."""
     if asker is None:
         from racq.service import Asker
 
@@ -156,13 +182,16 @@ def build_pool(db: Store | str | Path | None = None, n: int = 200, stages: Seque
             asker = Asker(stage_model, index, scorer)
         else:
             asker = Asker.load(with_scorer=score and scorer is None, stage_model=stage_model, index=index)
-    sm = asker.stage_model
     scorer = scorer if scorer is not None else asker.scorer
     if score and scorer is None:
         from racq.faithfulness import Scorer
 
         scorer = Scorer()
-    stages = list(stages or sm.stages)
+    return asker, scorer
+
+
+def _check_stages(sm, stages: Sequence[str], adapters_dir):
+    """The adapters folder to read lineage from; PoolError naming why when a stage is not loaded."""
     if adapters_dir is None:
         from racq.config import ADAPTERS_DIR
 
@@ -171,52 +200,35 @@ def build_pool(db: Store | str | Path | None = None, n: int = 200, stages: Seque
     if missing:
         why = "; ".join(f"{s}: {why_not_loaded(sm, s, adapters_dir)}" for s in missing)
         raise PoolError(f"stage(s) not loaded: {why}. Loaded: {', '.join(sm.stages)}")
-    if n < 1:
-        raise PoolError(f"n must be at least 1, got {n}")
-    gen = dataclasses.replace(gen or GenConfig(), batch_size=batch_size)
-    decodings = {s: decoding_of(gen, sm.prompt, seed, s) for s in stages}
-    hashes = {s: sm.adapter_hashes.get(s, "") for s in stages}
-    rounds = _stage_rounds(db, adapters_dir, stages)
+    return adapters_dir
 
-    # ---- queries and their passages
-    say(0, 0, "choosing queries and retrieving passages")
-    if existing:
-        queries = _pool_queries(db, n)
-        new_queries = 0
-    else:
-        if examples is None:
-            examples = load_examples(list(datasets), split=split)
-        picked = pick_queries(examples, n)
-        queries, to_retrieve = [], []
-        with db.read() as conn:
-            for ex in picked:
-                row = one(conn, "SELECT id FROM queries WHERE text = ? AND dataset = ? AND topic_id = ? "
-                          "ORDER BY id DESC LIMIT 1", [ex.query, ex.dataset or "", ex.topic_id or ""])
-                queries.append(row["id"] if row else None)
-                if row is None:
-                    to_retrieve.append(len(queries) - 1)
-        hits = asker.index.search_many([picked[i].query for i in to_retrieve], k or asker.prompt.top_k) \
-            if to_retrieve else []
-        for i, found in zip(to_retrieve, hits):
-            ex = picked[i]
-            queries[i] = add_query_with_passages(db, ex.query, [h.passage for h in found],
-                                                 [h.score for h in found], dataset=ex.dataset, topic_id=ex.topic_id)
-        new_queries = len(to_retrieve)
-        queries = [get_query(db, qid) for qid in queries]
-    qids = [q["id"] for q in queries]
 
-    # ---- generation of the missing (query, stage) candidates, batched across queries and stages
-    have = _existing(db, qids, hashes, {s: dumps(d) for s, d in decodings.items()})
+def _new_queries(db: Store, asker, picked: list[Example], k: int | None) -> tuple[list[dict], int]:
+    """The picked queries as stored rows: a query already stored keeps its passages (so a new stage is
+    asked from the same passages as the stages it is compared with); the others are retrieved now, in
+    one batched search, and stored. Returns (queries, how many were new)."""
+    qids = latest_query_ids(db, [(ex.query, ex.dataset, ex.topic_id) for ex in picked])
+    to_retrieve = [i for i, qid in enumerate(qids) if qid is None]
+    hits = asker.index.search_many([picked[i].query for i in to_retrieve], k or asker.prompt.top_k) \
+        if to_retrieve else []
+    for i, found in zip(to_retrieve, hits):
+        ex = picked[i]
+        qids[i] = add_query_with_passages(db, ex.query, [h.passage for h in found],
+                                          [h.score for h in found], dataset=ex.dataset, topic_id=ex.topic_id)
+    return [get_query(db, qid) for qid in qids], len(to_retrieve)
+
+
+def _generate(db: Store, sm, queries: list[dict], stages: list[str], have: dict, lineage: dict,
+              gen: GenConfig, seed: int, batch_size: int, say, stats: dict) -> int:
+    """Generate the missing (query, stage) candidates, batched across queries and stages; each finished
+    batch is stored at once (a killed run keeps its work). Adds the new ids to `have`, counts to `stats`;
+    returns how many (query, stage) pairs it tried. lineage: stage -> (adapter hash, decoding, round id)."""
+    from racq.prompts import extract_question
+
     prompts = {q["id"]: sm.passage_prompt(q["text"], q["passages"]) for q in queries
                if any((q["id"], s) not in have for s in stages)}
     jobs = sorted(((q["id"], s) for q in queries for s in stages if (q["id"], s) not in have),
                   key=lambda j: (len(prompts[j[0]]), j[0], stages.index(j[1])))  # similar lengths, less padding
-    by_id = {q["id"]: q for q in queries}
-    stats = {"queries": len(queries), "new_queries": new_queries, "stages": stages,
-             "candidates_existing": len(have), "candidates_new": 0, "empty": 0, "generate_calls": 0,
-             "scored": 0, "items_new": 0}
-    from racq.prompts import extract_question
-
     for b in range(0, len(jobs), batch_size):
         batch = jobs[b:b + batch_size]
         say(b, len(jobs), f"generating {b + len(batch)}/{len(jobs)} questions")
@@ -228,33 +240,27 @@ def build_pool(db: Store | str | Path | None = None, n: int = 200, stages: Seque
             if not text:  # an empty question is nothing to judge; a later run tries again
                 stats["empty"] += 1
                 continue
-            have[(qid, stage)] = add_candidate(db, qid, stage, text, adapter_hash=hashes[stage],
-                                               decoding=decodings[stage],
-                                               round_id=rounds.get(stage))
+            adapter_hash, decoding, round_id = lineage[stage]
+            have[(qid, stage)] = add_candidate(db, qid, stage, text, adapter_hash=adapter_hash,
+                                               decoding=decoding, round_id=round_id)
             stats["candidates_new"] += 1
+    return len(jobs)
 
-    # ---- scores for every candidate of these stages that has none under this scorer
-    if score and scorer is not None:
-        key = scorer_key(scorer)
-        done = scored_ids(db, list(have.values()), key)
-        todo = [(qs, cid) for qs, cid in have.items() if cid not in done]
-        with db.read() as conn:
-            text_of = {r["id"]: r["text"] for r in conn.query(
-                f"SELECT id, text FROM candidates WHERE id IN ({','.join('?' * len(todo))})",
-                [cid for _, cid in todo])} if todo else {}
-        for b in range(0, len(todo), 64):
-            say(b, len(todo), f"scoring {min(b + 64, len(todo))}/{len(todo)} questions")
-            rows = []
-            for (qid, _), cid in todo[b:b + 64]:
-                q = by_id[qid]
-                rows.append((cid, key, scorer.score(q["text"], q["passages"], text_of[cid])))
-            stats["scored"] += add_scores(db, rows)
-        stats["scorer"] = key
 
-    stats["items_new"] = make_items(db, query_ids=qids)
-    stats["seconds"] = round(time.time() - t0, 1)
-    say(len(jobs), len(jobs), f"pool ready: {stats['candidates_new']} new questions, {stats['items_new']} new pairs")
-    return stats
+def _score(db: Store, scorer, by_id: dict[int, dict], have: dict, say, stats: dict) -> None:
+    """Score every candidate in `have` that has no score under this scorer's settings; counts to `stats`."""
+    key = scorer_key(scorer)
+    done = scored_ids(db, list(have.values()), key)
+    todo = [(qs, cid) for qs, cid in have.items() if cid not in done]
+    text_of = candidate_texts(db, [cid for _, cid in todo]) if todo else {}
+    for b in range(0, len(todo), 64):
+        say(b, len(todo), f"scoring {min(b + 64, len(todo))}/{len(todo)} questions")
+        rows = []
+        for (qid, _), cid in todo[b:b + 64]:
+            q = by_id[qid]
+            rows.append((cid, key, scorer.score(q["text"], q["passages"], text_of[cid])))
+        stats["scored"] += add_scores(db, rows)
+    stats["scorer"] = key
 
 
 __all__ = ["build_pool", "pick_queries", "decoding_of", "why_not_loaded", "PoolError"]

@@ -25,7 +25,8 @@ from apphelpers import REPO, rows, synthetic_pool
 from racq import rating
 from racq.data import Passage, load_examples
 from racq.datacard import card_path
-from racq.store import (add_annotator, add_candidate, add_query_with_passages, effective_votes, export_prefs,
+from racq.prefs import export_prefs
+from racq.store import (add_annotator, add_candidate, add_query_with_passages, effective_votes,
                         export_votes, finish_round, link_round_votes, make_items, open_db, preference_pairs,
                         record_round, record_vote, undo_last)
 

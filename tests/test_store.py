@@ -12,8 +12,9 @@ import pytest
 import sqlite_utils
 
 from racq.data import Passage
-from racq.store import (MIGRATIONS, StoreError, add_annotator, add_candidate, add_query_with_passages,
-                        all_votes, applied, effective_votes, export_prefs, export_votes, finish_round,
+from racq.prefs import export_prefs
+from racq.store import (MIGRATIONS, WITHDRAWN, StoreError, add_annotator, add_candidate,
+                        add_query_with_passages, all_votes, applied, effective_votes, export_votes, finish_round,
                         get_annotator, get_round, link_round_votes, make_items, migrate, next_item, open_db,
                         preference_pairs, progress, record_round, record_vote, rounds_of_vote,
                         stage_of_candidate, undo_last, votes_for_annotator, votes_of_round)
@@ -113,6 +114,31 @@ def test_votes_are_append_only(db):
         with pytest.raises(sqlite3.IntegrityError, match="append-only"):
             c.execute("DELETE FROM votes")
     assert [v["outcome"] for v in all_votes(db)] == ["left"]
+
+
+def test_undo_of_a_revealed_vote_withdraws_it_in_one_store_call_and_rows_stay_append_only(db):
+    """undo_last is the one store call the Annotate screen makes for undo: after a reveal it appends
+    the undo row and the withdrawal together; the events it wrote can be neither changed nor deleted."""
+    build_pool(db, 1, stages=("base", "sft"))  # one item: once withdrawn, nothing is left for ana
+    show = next_item(db, "ana", rng=random.Random(0))
+    vid = record_vote(db, "v1", "ana", show.item_id, show.left_id, show.right_id, "left", reveal=True)
+    undone = undo_last(db, "ana", client_id="u1")
+    assert undone["id"] == vid and undone["withdrawn"] is True
+    rows = all_votes(db)
+    assert [(r["outcome"], r["item_id"]) for r in rows] == [("left", show.item_id), ("undo", show.item_id),
+                                                          ("skip", show.item_id)]
+    assert rows[1]["undoes_vote_id"] == vid and rows[2]["skip_reason"] == WITHDRAWN
+    assert next_item(db, "ana", rng=random.Random(0)) is None  # withdrawn: never served to ana again
+    assert next_item(db, "ben", rng=random.Random(0)).item_id == show.item_id  # still open to others
+    assert undo_last(db, "ana") is None  # a withdrawal is never undone
+    with sqlite3.connect(db.path) as c:
+        for sql in ("UPDATE votes SET outcome = 'right' WHERE outcome = 'skip'",
+                    "UPDATE votes SET skip_reason = NULL", "DELETE FROM votes WHERE outcome = 'skip'",
+                    "DELETE FROM votes WHERE outcome = 'undo'"):
+            with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+                c.execute(sql)
+    assert [(r["id"], r["outcome"], r["skip_reason"]) for r in all_votes(db)] == \
+        [(r["id"], r["outcome"], r["skip_reason"]) for r in rows]
 
 
 def test_a_double_submit_records_once(db):

@@ -22,14 +22,13 @@ from typing import Iterator
 
 import sqlite_utils
 
+from racq.store.errors import StoreError
+from racq.store.migrations import migrate
+
 BUSY_TIMEOUT_S = 30.0
 
 _LOCKS: dict[str, threading.Lock] = {}
 _LOCKS_GUARD = threading.Lock()
-
-
-class StoreError(RuntimeError):
-    """A store operation failed; nothing of it was written. The message says what and why."""
 
 
 def _write_lock(path: Path) -> threading.Lock:
@@ -128,8 +127,6 @@ class Store:
 
 def open_db(path: str | Path | None = None, *, pragmas: dict | None = None) -> Store:
     """Open (or create) the annotation database at `path` (default: config.DB_PATH) and migrate it."""
-    from racq.store.migrations import migrate
-
     if path is None:
         from racq.config import DB_PATH
         path = DB_PATH

@@ -1,24 +1,19 @@
-"""Exports: TRL preference data from the votes, and every raw vote row.
+"""Exports: every raw vote row to a file, and the snapshot a preference file is made from.
 
-    from racq.store import open_db, export_prefs, export_votes
-    export_prefs(open_db(), "runs/prefs.jsonl", tokenizer=tok)   # conversational when tok has a chat template
-    export_prefs(open_db(), "runs/prefs.parquet", format="parquet", conversational=False)
+    from racq.store import open_db, export_votes
     export_votes(open_db(), "runs/votes.csv", card="runs/README.md")   # + a dataset card (racq.datacard)
+    pairs, facts = prefs_snapshot(open_db())   # racq.prefs.export_prefs turns these into TRL rows
 
-TRL's explicit-prompt preference format: `prompt`, `chosen`, `rejected`. Conversational: `prompt` is the
-message list from racq.prompts.passage_prompt_messages, `chosen`/`rejected` are one assistant message
-each. Plain: `prompt` is the string racq.prompts.render gives (the chat template with the assistant
-turn opened when the tokenizer has one, else the plain text), `chosen`/`rejected` are strings.
-Lineage columns ride along: item_id, query_id, dataset, topic_id, vote_ids, annotators, chosen_stage,
-rejected_stage, chosen_candidate_id, rejected_candidate_id. Which votes give a row: preference_pairs.
-Formats: jsonl, parquet, csv (lists and message lists become JSON text in their CSV cell; None an
-empty cell). Files are written to a temporary name and renamed, so a failed export never leaves a
-half file.
+The store returns rows and never formats prompts: the TRL preference rows (prompt text, chat messages)
+are built in racq.prefs from the pair rows read here. Which votes give a pair: preference_pairs.
+Formats (write_rows): jsonl, parquet, csv (lists and message lists become JSON text in their CSV cell;
+None an empty cell). Files are written to a temporary name and renamed, so a failed export never
+leaves a half file.
 
 Dataset card (`card=PATH`, racq.datacard; `racq export` writes one unless --no-card): its numbers come
-from the rows this export writes plus facts read in the same read transaction (effective votes for
-agreement, rounds and the votes they trained on, each candidate's round, each query's passages), so
-card and file describe one snapshot of the database even while votes arrive.
+from the rows an export writes plus facts read in the same read transaction (card_facts: effective
+votes for agreement, rounds and the votes they trained on, each candidate's round, each query's
+passages), so card and file describe one snapshot of the database even while votes arrive.
 """
 
 from __future__ import annotations
@@ -29,14 +24,13 @@ import os
 from pathlib import Path
 from typing import Iterable
 
-from racq.store.db import Store, StoreError
+from racq.store.db import Store
+from racq.store.errors import StoreError
 from racq.store.rounds import round_rows, round_vote_ids
 from racq.store.votes import pair_rows, vote_rows
 
 FORMATS = ("jsonl", "parquet", "csv")
 SUFFIXES = {".parquet": "parquet", ".csv": "csv"}  # anything else: jsonl
-LINEAGE = ("item_id", "query_id", "dataset", "topic_id", "vote_ids", "annotators", "chosen_stage", "rejected_stage",
-           "chosen_candidate_id", "rejected_candidate_id")
 
 
 def _cell(value):
@@ -55,7 +49,8 @@ def _write_csv(rows: list[dict], f) -> None:
         writer.writerow({k: _cell(row.get(k)) for k in columns})
 
 
-def _write(rows: list[dict], path: Path, format: str) -> None:
+def write_rows(rows: list[dict], path: Path, format: str) -> None:
+    """Write `rows` as `format` to a temporary name, then rename it to `path` (never a half file)."""
     if format not in FORMATS:
         raise StoreError(f"format must be one of {FORMATS}, got {format!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -78,7 +73,8 @@ def _write(rows: list[dict], path: Path, format: str) -> None:
         raise
 
 
-def _format_of(path: Path, format: str | None) -> str:
+def format_of(path: Path, format: str | None) -> str:
+    """The format asked for, else the one the file suffix names (jsonl for any other suffix)."""
     return format or SUFFIXES.get(path.suffix.lower(), "jsonl")
 
 
@@ -109,59 +105,30 @@ def _card(card, kind: str, path: Path, format: str, rows: list[dict], facts: dic
     write_card(card, render_card(kind, path, format, rows, facts, db_name=db.path.name, filters=filters))
 
 
-def export_prefs(db: Store, path: str | Path, format: str | None = None, tokenizer=None, *,
-                 conversational: bool | None = None, top_k: int = 3, passage_tokens: int = 64,
-                 stages: Iterable[str] | None = None, unused_only: bool = False,
-                 card: str | Path | None = None) -> int:
-    """Write the preference pairs as TRL preference rows; returns the number of rows written.
-
-    format: 'jsonl', 'parquet' or 'csv' (default: from the file suffix). conversational: message lists
-    (default: True exactly when `tokenizer` has a chat template). top_k/passage_tokens go to the
-    prompt builder; stages/unused_only go to preference_pairs. card: also write a dataset card there
-    (racq.datacard.card_path(path) picks the usual place).
-    """
-    # Imported here so the store loads without the prompt module; the prompt text is the exact one
-    # generation used (racq.prompts.render), so training sees what the stages were prompted with.
-    from racq.prompts import has_chat_template, passage_prompt_messages, render
-
-    path = Path(path)
-    format = _format_of(path, format)
-    conversational = has_chat_template(tokenizer) if conversational is None else conversational
+def prefs_snapshot(db: Store, *, stages: Iterable[str] | None = None,
+                   unused_only: bool = False) -> tuple[list[dict], dict]:
+    """(preference pair rows, card facts about them), read in one transaction, so a preference file
+    and its card (racq.prefs.export_prefs) count the same votes even while votes arrive.
+    stages/unused_only: as for preference_pairs."""
     with db.read() as conn:
         conn.execute("BEGIN")  # one snapshot: the file and its card count the same votes
         pairs = pair_rows(conn, stages=stages, unused_only=unused_only)
         facts = card_facts(conn, (p["query_id"] for p in pairs),
                            (c for p in pairs for c in (p["chosen_candidate_id"], p["rejected_candidate_id"])))
-    rows = []
-    for p in pairs:
-        messages = passage_prompt_messages(p["query"], list(p["passages"]), tokenizer=tokenizer,
-                                           top_k=top_k, passage_tokens=passage_tokens)
-        if conversational:
-            row = {"prompt": messages,
-                   "chosen": [{"role": "assistant", "content": p["chosen"]}],
-                   "rejected": [{"role": "assistant", "content": p["rejected"]}]}
-        else:
-            row = {"prompt": render(messages, tokenizer), "chosen": p["chosen"], "rejected": p["rejected"]}
-        row.update({k: p[k] for k in LINEAGE})
-        rows.append(row)
-    _write(rows, path, format)
-    if card is not None:
-        _card(card, "prefs", path, format, rows, facts, db, stages=sorted(stages) if stages else None,
-              unused_only=unused_only)
-    return len(rows)
+    return pairs, facts
 
 
 def export_votes(db: Store, path: str | Path, format: str | None = None, *, card: str | Path | None = None) -> int:
     """Write every raw vote row (undo rows included, oldest first); returns the number of rows.
     card: also write a dataset card there."""
     path = Path(path)
-    format = _format_of(path, format)
+    format = format_of(path, format)
     with db.read() as conn:
         conn.execute("BEGIN")  # one snapshot for the file and its card
         rows = vote_rows(conn)
         facts = card_facts(conn, (r["query_id"] for r in rows),
                            (c for r in rows for c in (r["left_candidate_id"], r["right_candidate_id"])))
-    _write(rows, path, format)
+    write_rows(rows, path, format)
     if card is not None:
         _card(card, "votes", path, format, rows, facts, db)
     return len(rows)

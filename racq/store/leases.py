@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Iterator
 
-from racq.store.db import Store, StoreError, one
+from racq.store.db import Store, one
+from racq.store.errors import StoreError
 
 log = logging.getLogger(__name__)
 

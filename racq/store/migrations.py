@@ -16,6 +16,8 @@ from typing import Callable, Union
 
 import sqlite_utils
 
+from racq.store.errors import StoreError
+
 NOW = "(strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))"
 
 _CORE = f"""
@@ -206,8 +208,6 @@ def migrate(db: sqlite_utils.Database, target: int | None = None,
 
     `db` must be a connection with no open transaction. Returns the numbers applied now.
     """
-    from racq.store.db import StoreError
-
     migrations = sorted(migrations or MIGRATIONS, key=lambda m: m[0])
     known = {number for number, _, _ in migrations}
     db.execute(f"""CREATE TABLE IF NOT EXISTS migrations (

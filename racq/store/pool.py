@@ -32,7 +32,8 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 from racq.data import Passage
-from racq.store.db import Store, StoreError, annotator_id, dumps, one
+from racq.store.db import Store, annotator_id, dumps, one
+from racq.store.errors import StoreError
 
 ROLES = ("annotator", "admin")
 MAX_NAME_CHARS = 64  # annotator names (racq.ui.users checks the same limit before signing anyone in)
@@ -128,10 +129,11 @@ def add_query_with_passages(db: Store, query: str, passages: Sequence[Passage],
 def get_query(db: Store, query_id: int) -> dict:
     """{id, text, dataset, topic_id, passages: [Passage, ...] best first}."""
     with db.read() as conn:
-        return _query(conn, query_id)
+        return query_row(conn, query_id)
 
 
-def _query(conn, query_id: int) -> dict:
+def query_row(conn, query_id: int) -> dict:
+    """get_query on the caller's connection (inside its transaction: one snapshot with its other reads)."""
     row = one(conn, "SELECT id, text, dataset, topic_id FROM queries WHERE id = ?", [query_id])
     if row is None:
         raise StoreError(f"unknown query id {query_id}")
@@ -175,6 +177,56 @@ def stage_of_candidate(db: Store, candidate_id: int) -> str:
     if row is None:
         raise StoreError(f"unknown candidate id {candidate_id}")
     return row["stage"]
+
+
+def _marks(ids: Sequence) -> str:
+    return ",".join("?" * len(ids))
+
+
+CHUNK = 900  # ids per IN (...) list: under SQLite's old 999-parameter limit
+
+
+def first_query_ids(db: Store, n: int) -> list[int]:
+    """The ids of the `n` oldest queries (the pool that `racq pool build --existing` extends)."""
+    with db.read() as conn:
+        return [r["id"] for r in conn.query("SELECT id FROM queries ORDER BY id LIMIT ?", [n])]
+
+
+def latest_query_ids(db: Store, keys: Sequence[tuple[str, str, str]]) -> list[int | None]:
+    """For each (text, dataset, topic_id): the newest stored query with it (any passages), or None.
+    One read, so every answer comes from the same snapshot."""
+    with db.read() as conn:
+        conn.execute("BEGIN")
+        rows = [one(conn, "SELECT id FROM queries WHERE text = ? AND dataset = ? AND topic_id = ? "
+                    "ORDER BY id DESC LIMIT 1", [text, dataset or "", topic_id or ""])
+                for text, dataset, topic_id in keys]
+    return [r["id"] if r else None for r in rows]
+
+
+def candidates_for(db: Store, query_ids: Sequence[int]) -> list[dict]:
+    """Every candidate of these queries, oldest first: {id, query_id, stage, adapter_hash, decoding
+    (canonical JSON text, as stored)}."""
+    ids = list(query_ids)
+    out: list[dict] = []
+    with db.read() as conn:
+        conn.execute("BEGIN")
+        for start in range(0, len(ids), CHUNK):
+            chunk = ids[start:start + CHUNK]
+            out.extend(conn.query(f"SELECT id, query_id, stage, adapter_hash, decoding FROM candidates "
+                                  f"WHERE query_id IN ({_marks(chunk)}) ORDER BY id", chunk))
+    return out
+
+
+def candidate_texts(db: Store, candidate_ids: Sequence[int]) -> dict[int, str]:
+    """{candidate id: its text} for these ids (unknown ids are left out)."""
+    ids = list(candidate_ids)
+    out: dict[int, str] = {}
+    with db.read() as conn:
+        for start in range(0, len(ids), CHUNK):
+            chunk = ids[start:start + CHUNK]
+            out.update((r["id"], r["text"]) for r in conn.query(
+                f"SELECT id, text FROM candidates WHERE id IN ({_marks(chunk)})", chunk))
+    return out
 
 
 def _norm(text: str) -> str:
@@ -289,7 +341,7 @@ def next_item(db: Store, annotator: str, *, overlap: float = 0.2, stages: Iterab
 
 
 def _showing(conn, item: dict, left: int, right: int, redo: bool = False) -> Showing:
-    q = _query(conn, item["query_id"])
+    q = query_row(conn, item["query_id"])
     texts = {r["id"]: r["text"] for r in conn.query(
         "SELECT id, text FROM candidates WHERE id IN (?, ?)", [left, right])}
     return Showing(item["id"], q["id"], q["text"], q["passages"], left, texts[left], right, texts[right], redo)

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from racq.store.db import Store, StoreError, dumps, loads, one
+from racq.store.db import Store, dumps, loads, one
+from racq.store.errors import StoreError
 from racq.store.leases import lease_row, why_free
 
 STATUSES = ("running", "done", "failed")
@@ -118,6 +119,23 @@ def round_vote_ids(conn) -> dict[int, list[int]]:
     for r in conn.query("SELECT round_id, vote_id FROM round_votes ORDER BY round_id, vote_id"):
         out.setdefault(r["round_id"], []).append(r["vote_id"])
     return out
+
+
+def round_exists(db: Store, round_id: int, stage: str | None = None) -> bool:
+    """Whether training round `round_id` exists (and, given `stage`, trained that stage)."""
+    sql, args = "SELECT 1 AS x FROM training_rounds WHERE id = ?", [round_id]
+    if stage is not None:
+        sql, args = sql + " AND stage = ?", args + [stage]
+    with db.read() as conn:
+        return one(conn, sql, args) is not None
+
+
+def used_vote_ids(db: Store) -> set[int]:
+    """The ids of the votes that some finished ('done') round trained on."""
+    with db.read() as conn:
+        return {r["vote_id"] for r in conn.query(
+            "SELECT rv.vote_id FROM round_votes rv JOIN training_rounds r ON r.id = rv.round_id "
+            "WHERE r.status = 'done'")}
 
 
 def votes_of_round(db: Store, round_id: int) -> list[int]:

@@ -19,7 +19,8 @@ import json
 import math
 from typing import Iterable, Sequence
 
-from racq.store.db import Store, StoreError, dumps
+from racq.store.db import Store, dumps
+from racq.store.errors import StoreError
 
 # Per-stage means reported by stage_scores; `hallucinated` is a 0/1 flag, so its mean is a rate.
 METRICS = ("option_support", "hallucinated", "parent_f1", "novel_content", "nli_min")

@@ -19,8 +19,9 @@ from __future__ import annotations
 import uuid
 from typing import Iterable
 
-from racq.store.db import Store, StoreError, annotator_id, one
-from racq.store.pool import EFFECTIVE, _query
+from racq.store.db import Store, annotator_id, one
+from racq.store.errors import StoreError
+from racq.store.pool import EFFECTIVE, query_row
 
 VOTE_OUTCOMES = ("left", "right", "tie", "both_bad", "skip")
 PREFERENCE_OUTCOMES = ("left", "right")
@@ -237,7 +238,7 @@ def pair_rows(conn, *, stages: Iterable[str] | None = None, unused_only: bool = 
             if cid not in texts:
                 texts[cid] = one(conn, "SELECT text FROM candidates WHERE id = ?", [cid])["text"]
         if first["query_id"] not in queries:
-            queries[first["query_id"]] = _query(conn, first["query_id"])
+            queries[first["query_id"]] = query_row(conn, first["query_id"])
         q = queries[first["query_id"]]
         out.append({
             "item_id": item_id, "query_id": q["id"], "query": q["text"], "dataset": q["dataset"],

@@ -101,7 +101,7 @@ def pick_examples(datasets: Sequence[str], split: str, limit: int, need_passages
                   data_file: str | None = None, index=None) -> list[Example]:
     """Per dataset, the first `limit` usable examples in racq.pool's fixed hash order. With `data_file`,
     its rows instead, per `dataset` label in the file (`datasets` ignored); split `all` takes every split."""
-    from racq.pool import order_key as _order_key
+    from racq.pool import order_key
 
     found = load_examples(datasets, split=None if split == "all" else split, data_file=data_file, index=index)
     out = []
@@ -110,7 +110,7 @@ def pick_examples(datasets: Sequence[str], split: str, limit: int, need_passages
         if not exs:
             why = " with passages of their own (use --passages retrieved)" if need_passages else ""
             raise EvalError(f"dataset {ds!r} has no {split} examples{why}")
-        exs = sorted(exs, key=_order_key)
+        exs = sorted(exs, key=order_key)
         out += exs[:limit] if limit else exs
     return out
 

@@ -109,7 +109,8 @@ def export_prefs_cmd(path: Path = typer.Argument(..., help="Output file (.jsonl,
     Example: racq export prefs runs/prefs.csv
     """
     from racq.config import DEFAULT_BASE_MODEL
-    from racq.store import export_prefs, open_db
+    from racq.prefs import export_prefs
+    from racq.store import open_db
 
     folder = tokenizer or (DEFAULT_BASE_MODEL if (DEFAULT_BASE_MODEL / "config.json").exists() else None)
     try:

@@ -40,13 +40,3 @@ __all__ = [
     "LeaseHeld", "acquire_lease", "renew_lease", "release_lease", "held_lease", "get_lease",
     "export_votes", "prefs_snapshot",
 ]
-
-
-def __getattr__(name: str):
-    # racq.store.export_prefs moved to racq.prefs (the store never formats prompts); the old name still
-    # resolves, loaded on first use so importing the store does not import the prompt code.
-    if name == "export_prefs":
-        from racq.prefs import export_prefs
-
-        return export_prefs
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

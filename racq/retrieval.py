@@ -47,7 +47,7 @@ import numpy as np
 
 from racq.config import CACHE_DIR, DEFAULT_EMBEDDER, helpfield
 from racq.data import PASSAGE_DATASETS, Example, Passage, load_examples
-from racq.embedders import Embedder, _hash_file, as_embedder  # noqa: F401  (as_embedder is re-exported)
+from racq.embedders import Embedder, as_embedder, hash_file  # noqa: F401  (as_embedder is re-exported)
 
 FORMAT_VERSION = 1
 INDEX_TYPES = ("flat", "hnsw", "ivf")
@@ -236,7 +236,7 @@ class Index:
             with open(tmp / PASSAGES_FILE, "w", encoding="utf-8") as fh:
                 for p in self.passages:
                     fh.write(json.dumps({"pid": p.pid, "title": p.title, "text": p.text}, ensure_ascii=False) + "\n")
-            meta = dict(self.meta, sha256={f: _hash_file(tmp / f) for f in (INDEX_FILE, PASSAGES_FILE)})
+            meta = dict(self.meta, sha256={f: hash_file(tmp / f) for f in (INDEX_FILE, PASSAGES_FILE)})
             (tmp / META_FILE).write_text(json.dumps(meta, indent=2))  # last: marks the folder complete
             old = folder.with_name(f".old-{folder.name}-{tmp.name[-8:]}")
             if folder.exists():
@@ -280,7 +280,7 @@ class Index:
             if not (folder / name).is_file():
                 raise bad(f"{name} is missing")
             want = meta.get("sha256", {}).get(name)
-            if want and _hash_file(folder / name) != want:
+            if want and hash_file(folder / name) != want:
                 raise bad(f"{name} does not match its checksum (truncated or altered)")
         try:
             index = faiss.read_index(str(folder / INDEX_FILE))

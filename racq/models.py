@@ -176,7 +176,7 @@ def add_model(path: str | Path, name: str, force: bool = False, registry: str | 
     from datetime import datetime, timezone
 
     from racq.datacard import write_card
-    from racq.retrieval import check_name
+    from racq.retrieval.config import check_name  # the name rule only: no FAISS or embedder code
 
     name = check_name(name, "model")
     folder = Path(path).expanduser().resolve()

@@ -121,7 +121,7 @@ def index_build(force: bool = typer.Option(False, help="Rebuild even when the fi
             f"{overlap_words} words overlap)")
         cfg = retrieval.RetrievalConfig(**({"embedder": embedder} if embedder else {}), index_type=index_type,
                                         index_root=str(index_root or ""))
-        retrieval._build_params(cfg, len(chunks))  # an unknown index type fails before any embedding
+        retrieval.build_params(cfg, len(chunks))  # an unknown index type fails before any embedding
         log(f"embedding {len(chunks)} passages with {cfg.embedder}")
         source = {"path": str(passages.resolve()), "format": kind, "documents": len(docs),
                   "title_field": title_field, "text_field": text_field, "chunk_words": chunk_words,

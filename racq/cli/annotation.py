@@ -53,20 +53,10 @@ def pool_build_cmd(n: Optional[int] = typer.Option(None, "--n", help="Queries in
 
     examples = None
     if queries is not None:  # read and check the whole file before a model loads or the database opens
-        from racq.data import DataError
-        from racq.queries import read_queries
-
         if existing or split is not None:
             fail("--queries takes its queries from the file: leave out --existing and --split")
-        try:
-            found = read_queries(queries)
-        except DataError as e:
-            fail(f"{e}\nnothing was written")
+        found = _read_queries(queries, show)
         examples = found.examples
-        show(0, 0, f"{queries}: {found.rows} queries read, {found.duplicates} duplicate(s) dropped, "
-                   f"{len(examples)} distinct")
-        for note in found.notes:
-            show(0, 0, note)
     try:
         mc = model_config(base_model, adapters_dir)
         asker = Asker.load(mc, retrieval=RetrievalConfig(embedder=mc.embedder, index=index or ""),
@@ -80,6 +70,22 @@ def pool_build_cmd(n: Optional[int] = typer.Option(None, "--n", help="Queries in
     if examples is not None:
         stats["duplicates"] = found.duplicates
     print(json.dumps(stats, indent=2))
+
+
+def _read_queries(path: Path, show):
+    """The --queries file read and checked (racq.queries.read_queries); a bad row is one error line."""
+    from racq.data import DataError
+    from racq.queries import read_queries
+
+    try:
+        found = read_queries(path)
+    except DataError as e:
+        fail(f"{e}\nnothing was written")
+    show(0, 0, f"{path}: {found.rows} queries read, {found.duplicates} duplicate(s) dropped, "
+               f"{len(found.examples)} distinct")
+    for note in found.notes:
+        show(0, 0, note)
+    return found
 
 
 NoCardOpt = typer.Option(False, "--no-card", help="Do not write the dataset card beside the export.")

@@ -105,6 +105,15 @@ def index_build(force: bool = typer.Option(False, help="Rebuild even when the fi
         idx = retrieval.load_or_build(force=force)
         print(f"index ready: {len(idx)} passages ({time.time() - t:.1f} s)")
         return
+    _build_named_index(passages, name, title_field, text_field, chunk_words, overlap_words, embedder, index_type,
+                       index_root, started=t)
+
+
+def _build_named_index(passages: Path, name: Optional[str], title_field: str, text_field: str, chunk_words: int,
+                       overlap_words: int, embedder: Optional[str], index_type: str, index_root: Optional[Path],
+                       started: float) -> None:
+    """`racq index build --passages`: read and chunk the corpus, embed it into the named index, say where."""
+    from racq import retrieval
     from racq.corpus import read_passages, source_kind
     from racq.data import DataError
 
@@ -132,7 +141,7 @@ def index_build(force: bool = typer.Option(False, help="Rebuild even when the fi
     except Exception as e:  # noqa: BLE001 - e.g. a missing embedder model
         fail(str(e))
     print(f"index {name!r} ready: {len(idx)} passages from {len(docs)} documents in "
-          f"{retrieval.named_index_dir(name, cfg)} ({time.time() - t:.1f} s)")
+          f"{retrieval.named_index_dir(name, cfg)} ({time.time() - started:.1f} s)")
     print(f"ask it: racq ask --index {name} \"QUERY\"")
 
 

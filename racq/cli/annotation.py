@@ -9,7 +9,7 @@ from typing import List, Optional
 
 import typer
 
-from racq.cli.common import DbOpt, FormatOpt, SetOpt, app, export_app, fail, pool_app, users_app
+from racq.cli.common import DbOpt, FormatOpt, SetOpt, app, export_app, fail, model_config, pool_app, users_app
 from racq.config import MIN_PAIR_VOTES, load_config
 
 

@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from racq.cli.common import DataOpt, IndexOpt, app, data_app, data_errors, fail, index_app, models_app
+from racq.cli.common import DataOpt, IndexOpt, app, data_app, data_errors, fail, index_app, model_config, models_app
 from racq.config import describe
 
 

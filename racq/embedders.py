@@ -28,12 +28,13 @@ def _folder_hash(path: Path) -> str:
         h = hashlib.sha256()
         for f in files:
             h.update(str(f.relative_to(path)).encode() + b"\0")
-            _hash_file(f, h)
+            hash_file(f, h)
         _FOLDER_HASHES[key] = h.hexdigest()[:16]
     return _FOLDER_HASHES[key]
 
 
-def _hash_file(path: Path, h=None) -> str:
+def hash_file(path: Path, h=None) -> str:
+    """sha256 hex of the file at PATH, read in 1 MiB blocks; fed into H when given (a running folder hash)."""
     h = h or hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -88,9 +89,9 @@ def as_embedder(spec=None, identity: str | None = None) -> Embedder:
         ident = identity or f"{path.name}#{_folder_hash(path)}"
         # The model itself loads on first use: checking an index for staleness never needs it.
         return Embedder(lambda t, n, b: _call_encode(load_embedder(name).encode, t, n, b), ident, name)
-    from racq.models import _EMBEDDERS
+    from racq.models import EMBEDDERS
 
-    for path, model in _EMBEDDERS.items():  # a model from load_embedder: name it by its folder
+    for path, model in EMBEDDERS.items():  # a model from load_embedder: name it by its folder
         if model is spec:
             return as_embedder(path, identity)
     fn = getattr(spec, "encode", None) or spec

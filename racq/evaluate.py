@@ -23,31 +23,30 @@ What a run does, and why:
 - output: results/<run>/metrics.json, per_example.jsonl, report.md (racq.evalreport), plots.png.
 """
 
+
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
-import os
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from racq.config import (ADAPTERS_DIR, BASE_MODEL, DEFAULT_EMBEDDER, REPO_ROOT, GenConfig,
-                         PromptConfig, helpfield)
+from racq.config import ADAPTERS_DIR, BASE_MODEL, DEFAULT_EMBEDDER, REPO_ROOT, PromptConfig, helpfield
 from racq.data import Example, load_examples
+# generation and its caches live in racq.evalgen; these names are importable from here as before
+from racq.evalgen import (QUERY_ONLY_STAGES, EvalError, JsonlCache, generate_all, prompt_evidence,  # noqa: F401
+                          sha_key, stage_hashes)
 from racq.metrics import METRICS as REF_METRICS
 from racq.options import repeats_option
 from racq.usefulness import EVIDENCE_METRICS, USEFUL_METRICS, evidence, useful_scores
-from racq.prompts import base_opener
 
 USEFUL_COLUMNS = (*USEFUL_METRICS, *EVIDENCE_METRICS, "grounded_prompt")
 FAITH_METRICS = ("option_support", "hallucinated", "grounded", "repeats_option", "has_options", "novel_content", "parent_precision",
                  "parent_recall", "parent_f1", "is_question")
 NLI_METRICS = ("nli_min", "nli_hallucinated")
-QUERY_ONLY_STAGES = ("uncond",)
 GOLD = "gold"
 
 
@@ -92,10 +91,6 @@ class EvalConfig:
     calibration: bool = helpfield(True, "Report the metric's agreement with the hand-labelled calibration set.")
 
 
-class EvalError(RuntimeError):
-    """The evaluation cannot run as asked; the message says why and what to do."""
-
-
 # ---------------------------------------------------------------- examples and passages
 def pick_examples(datasets: Sequence[str], split: str, limit: int, need_passages: bool = True,
                   data_file: str | None = None, index=None) -> list[Example]:
@@ -131,166 +126,6 @@ def passages_for(examples: Sequence[Example], cfg: EvalConfig, index=None) -> li
     raise EvalError(f"--passages must be 'own' or 'retrieved', not {cfg.passages!r}")
 
 
-# ---------------------------------------------------------------- caches
-def _sha(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str).encode()).hexdigest()[:24]
-
-
-class JsonlCache:
-    """key -> value, appended to one JSONL file per kind; a torn last line is ignored."""
-
-    def __init__(self, path: Path):
-        self.path, self.data, self.hits, self.misses = Path(path), {}, 0, 0
-        if self.path.exists():
-            for line in self.path.read_text(encoding="utf-8").splitlines():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                self.data[row["key"]] = row["value"]
-
-    def get(self, key: str):
-        value = self.data.get(key)
-        if value is None:
-            self.misses += 1
-        else:
-            self.hits += 1
-        return value
-
-    def put_many(self, items: dict) -> None:
-        if not items:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as fh:
-            for k, v in items.items():
-                fh.write(json.dumps({"key": k, "value": v}, ensure_ascii=False) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        self.data.update(items)
-
-
-def model_identity(folder: str | Path) -> str:
-    """A cheap identity of a base model folder: its config and its weight files' names and sizes."""
-    from racq.models import resolve_model
-
-    folder = resolve_model(folder)  # a registered name is its folder: re-pointing the name changes the identity
-    parts = [(folder / "config.json").read_text() if (folder / "config.json").exists() else str(folder)]
-    parts += [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(folder.glob("*.safetensors"))]
-    return _sha(parts)
-
-
-def stage_hashes(adapters_dir: str | Path, stages: Sequence[str]) -> dict[str, str]:
-    from racq.models import list_stages
-
-    found = {s.name: s for s in list_stages(adapters_dir, include_hidden=True)}
-    missing = [s for s in stages if s not in found]
-    if missing:
-        raise EvalError(f"stage(s) {', '.join(missing)} have no adapter in {adapters_dir}; on disk: "
-                        f"{', '.join(found)}. Train them first (racq train all) or drop them from --stages")
-    return {s: found[s].adapter_hash for s in stages}
-
-
-# ---------------------------------------------------------------- generation
-def generate_all(examples, passages, cfg: EvalConfig, cache: JsonlCache, stage_model=None,
-                 say: Callable[[str], None] = lambda m: None) -> tuple[dict, dict]:
-    """{(example index, stage): question} for every pair, generating only what the cache lacks."""
-    from racq.generate import StageModel
-    from racq.prompts import extract_question
-
-    if cfg.engine not in ("peft", "merged", "joint"):
-        raise EvalError(f"engine must be peft, merged or joint, got {cfg.engine!r}")
-    prompt_cfg = PromptConfig(top_k=cfg.top_k, passage_tokens=cfg.passage_tokens, base_openers=list(cfg.base_openers),
-                              evidence=cfg.evidence)
-    tok = stage_model.tokenizer if stage_model is not None else _tokenizer(cfg.base_model)
-    builder = StageModel(None, tok, [], prompt=prompt_cfg)  # the same prompt methods generation uses
-    hashes = stage_hashes(cfg.adapters_dir, cfg.stages)
-    gen = GenConfig(max_new_tokens=cfg.max_new_tokens, do_sample=False, batch_size=cfg.batch_size,
-                    no_repeat_ngram_size=cfg.no_repeat_ngram_size)
-    decoding = {"do_sample": False, "max_new_tokens": cfg.max_new_tokens, "base": model_identity(cfg.base_model),
-                "stop_at_question": gen.stop_at_question}
-    if cfg.engine != "peft":  # the reference path keeps its cache keys; another engine gets its own
-        decoding["engine"] = cfg.engine
-    if cfg.quantize != "none":
-        if cfg.engine != "joint":
-            raise EvalError("quantize=int8 needs engine=joint")
-        decoding["quantize"] = cfg.quantize
-    if cfg.no_repeat_ngram_size:  # only when on, so the keys of guard-free runs stay what they were
-        decoding["no_repeat_ngram_size"] = cfg.no_repeat_ngram_size
-    prompts, keys, out = {}, {}, {}
-    for i, (e, ps) in enumerate(zip(examples, passages)):
-        for s in cfg.stages:
-            p = builder.query_prompt(e.query) if s in QUERY_ONLY_STAGES else builder.passage_prompt(e.query, ps)
-            prompts[i, s] = p
-            # generate() primes the base stage's reply with an opener, so it is part of that stage's key
-            keys[i, s] = _sha({"stage": s, "adapter": hashes[s], "prompt": hashlib.sha256(p.encode()).hexdigest(),
-                               "prefix": base_opener(p, cfg.base_openers) if s == "base" else "", **decoding})
-            hit = cache.get(keys[i, s])
-            if hit is not None:
-                out[i, s] = hit["question"]
-    jobs = sorted((j for j in prompts if j not in out), key=lambda j: (len(prompts[j]), j))
-    stats = {"cached": len(out), "generated": len(jobs), "generate_calls": 0, "seconds": 0.0}
-    if jobs:
-        t0 = time.time()
-        sm = stage_model
-        if sm is None:
-            say(f"loading {cfg.base_model} with stages {', '.join(sorted({s for _, s in jobs}))}")
-            sm = StageModel.load(cfg.base_model, cfg.adapters_dir, stages=sorted({s for _, s in jobs}),
-                                 include_hidden=True, prompt=prompt_cfg)
-        if sm.prompt.evidence != cfg.evidence:
-            raise EvalError(f"the stage model's prompts show {sm.prompt.evidence!r} evidence, the run asks for "
-                            f"{cfg.evidence!r}")
-        if list(sm.prompt.base_openers) != list(cfg.base_openers):
-            raise EvalError(f"the stage model primes base with {sm.prompt.base_openers!r}, the run asks for "
-                            f"{cfg.base_openers!r}")
-        for s in {s for _, s in jobs}:
-            if s not in sm.stages:
-                raise EvalError(f"stage {s} could not be loaded: {sm.errors.get(s, 'unknown reason')}")
-            if s != "base" and sm.adapter_hashes.get(s) not in (None, hashes[s]):
-                raise EvalError(f"stage {s}: the loaded adapter differs from the one on disk; reload")
-        if cfg.engine == "merged":
-            from racq.fastgen import MergedStages
-
-            fast = MergedStages(sm)
-        elif cfg.engine == "joint":  # an example's stages in one batch, as the app asks
-            from racq.multilora import JointStages
-
-            joint = JointStages(sm, quantize=cfg.quantize)
-        if cfg.engine == "joint":  # an example's missing stages, together
-            by_example: dict = {}
-            for j in sorted(jobs, key=lambda j: (j[0], cfg.stages.index(j[1]))):
-                by_example.setdefault(j[0], []).append(j)
-            groups = list(by_example.values())
-        else:
-            groups = [jobs[b:b + cfg.batch_size] for b in range(0, len(jobs), cfg.batch_size)]
-        n_done = 0
-        for batch in groups:
-            if cfg.engine == "merged":  # one prompt at a time, as the app asks
-                texts = [fast.generate([prompts[j]], j[1], gen)[0] for j in batch]
-            elif cfg.engine == "joint":
-                done = {s: t for s, t, fin in joint.stream([(j[1], prompts[j]) for j in batch], gen) if fin}
-                texts = [done[j[1]] for j in batch]
-            else:
-                texts = sm.generate([prompts[j] for j in batch], [s for _, s in batch], gen)
-            stats["generate_calls"] += 1
-            new = {}
-            for j, raw in zip(batch, texts):
-                out[j] = extract_question(raw)
-                new[keys[j]] = {"stage": j[1], "raw": raw, "question": out[j]}
-            cache.put_many(new)  # written per batch: a killed run keeps its work
-            n_done += len(batch)
-            say(f"generated {n_done}/{len(jobs)}")
-        stats["seconds"] = round(time.time() - t0, 1)
-    return out, {"hashes": hashes, **stats}
-
-
-def _tokenizer(base_model: str):
-    from transformers import AutoTokenizer
-
-    from racq.models import check_model_dir
-
-    return AutoTokenizer.from_pretrained(check_model_dir(base_model))
-
-
 # ---------------------------------------------------------------- scoring
 class CachedScorer:
     """Faithfulness and reference scores, memoised on disk by scorer settings and texts."""
@@ -302,7 +137,7 @@ class CachedScorer:
         self.embedder_name, self.embedder = embedder_name, embedder
 
     def faith(self, query: str, passages, question: str) -> dict:
-        key = _sha(["faith", self.key, query, [p.pid for p in passages], question])
+        key = sha_key(["faith", self.key, query, [p.pid for p in passages], question])
         value = self.cache.get(key)
         if value is None:
             value = self.scorer.score(query, passages, question)
@@ -312,7 +147,7 @@ class CachedScorer:
     def reference(self, preds: Sequence[str], golds: Sequence[str]) -> list[dict]:
         from racq.metrics import reference_scores_batch
 
-        keys = [_sha(["ref", self.embedder_name, p, g]) for p, g in zip(preds, golds)]
+        keys = [sha_key(["ref", self.embedder_name, p, g]) for p, g in zip(preds, golds)]
         vals = [self.cache.get(k) for k in keys]
         todo = [i for i, v in enumerate(vals) if v is None]
         if todo:
@@ -352,6 +187,29 @@ def evaluate(cfg: EvalConfig, *, stage_model=None, scorer=None, index=None, exam
 
     say = log or (lambda m: print(f"[racq eval] {m}", file=sys.stderr, flush=True))
     t0 = time.time()
+    exs = _examples(cfg, examples, say)
+    passages = passages_for(exs, cfg, index)
+    cache_dir = Path(cfg.cache_dir)
+    gen_cache = JsonlCache(cache_dir / "generations.jsonl")
+    questions, gen_stats = generate_all(exs, passages, cfg, gen_cache, stage_model, say)
+    shown = prompt_evidence(exs, passages, cfg, stage_model)
+    if cfg.evidence != "lead":  # the prompt saw sentences of every own passage: score against those
+        passages = shown
+
+    scorer = scorer or Scorer(FaithfulnessConfig(embedder=cfg.embedder, nli_model=cfg.nli_model))
+    cs = CachedScorer(scorer, JsonlCache(cache_dir / "scores.jsonl"), cfg.embedder, embedder)
+    rows = _score_rows(exs, passages, shown, questions, gen_stats["hashes"], cfg, cs)
+    metrics = evalreport.summarise(rows, cfg, _calibration(cfg, scorer, cs, say))
+    metrics.update(_run_facts(cfg, cs, gen_stats, say))
+    metrics["seconds"] = round(time.time() - t0, 1)
+    evalreport.write_run(Path(cfg.results_dir) / cfg.run, rows, metrics)
+    say(f"wrote {Path(cfg.results_dir) / cfg.run} ({metrics['seconds']} s; {gen_stats['generated']} generated, "
+        f"{gen_stats['cached']} from cache)")
+    return metrics
+
+
+def _examples(cfg: EvalConfig, examples, say) -> list[Example]:
+    """The run's examples (given, or picked by the config), after the checks that need no model."""
     stage_hashes(cfg.adapters_dir, cfg.stages)  # a missing stage fails before anything is loaded
     if cfg.passages not in ("own", "retrieved"):
         raise EvalError(f"--passages must be 'own' or 'retrieved', not {cfg.passages!r}")
@@ -363,16 +221,11 @@ def evaluate(cfg: EvalConfig, *, stage_model=None, scorer=None, index=None, exam
         raise EvalError(f"{cfg.data} has no {cfg.split} examples (`racq data stats --data {cfg.data}` counts "
                         f"them per split; --split all takes every row)" if cfg.data else "no examples to evaluate")
     say(f"{len(exs)} examples, stages {', '.join(cfg.stages)}, passages {cfg.passages}")
-    passages = passages_for(exs, cfg, index)
-    cache_dir = Path(cfg.cache_dir)
-    gen_cache = JsonlCache(cache_dir / "generations.jsonl")
-    questions, gen_stats = generate_all(exs, passages, cfg, gen_cache, stage_model, say)
-    shown = prompt_evidence(exs, passages, cfg, stage_model)
-    if cfg.evidence != "lead":  # the prompt saw sentences of every own passage: score against those
-        passages = shown
+    return exs
 
-    scorer = scorer or Scorer(FaithfulnessConfig(embedder=cfg.embedder, nli_model=cfg.nli_model))
-    cs = CachedScorer(scorer, JsonlCache(cache_dir / "scores.jsonl"), cfg.embedder, embedder)
+
+def _score_rows(exs, passages, shown, questions: dict, hashes: dict, cfg: EvalConfig, cs: CachedScorer) -> list[dict]:
+    """One row per (example, stage), the gold question included: its prediction, scores and options."""
     pairs = [(i, s) for i in range(len(exs)) for s in cfg.stages]
     refs = dict(zip(pairs, cs.reference([questions[p] for p in pairs], [exs[i].gold_question for i, _ in pairs])))
     rows = []
@@ -387,47 +240,43 @@ def evaluate(cfg: EvalConfig, *, stage_model=None, scorer=None, index=None, exam
                 in_prompt = faith if shown[i] == list(passages[i]) else cs.faith(e.query, shown[i], q)
                 scores["grounded_prompt"] = int(in_prompt["n_options"] > 0 and not in_prompt["hallucinated"])
             rows.append({"example": i, "dataset": e.dataset, "topic_id": e.topic_id, "query": e.query, "stage": s,
-                         "adapter_hash": gen_stats["hashes"].get(s, ""),
+                         "adapter_hash": hashes.get(s, ""),
                          "prompt": "query-only" if s in QUERY_ONLY_STAGES else ("gold" if s == GOLD else "passages"),
                          "passage_ids": [p.pid for p in passages[i]], "gold": e.gold_question, "prediction": q,
                          "scores": scores,
                          "options": [{k: o[k] for k in ("text", "supported", "how")} for o in faith["options"]],
                          "skipped": faith.get("skipped", [])})
-    calib = None
-    if cfg.calibration:
-        from racq.calibration import calibration_agreement
+    return rows
 
-        from racq.data import DataError
 
-        say("calibration: scoring the hand-labelled set")
-        try:
-            calib = calibration_agreement(scorer, score_fn=cs.faith)
-        except DataError as e:  # the run's own results matter more than the calibration report
-            say(f"calibration skipped: {e}")
-    metrics = evalreport.summarise(rows, cfg, calib)
-    metrics["usefulness_calibration"] = _matcher_agreement(say)
-    metrics["generation"] = {k: v for k, v in gen_stats.items() if k != "hashes"}
-    metrics["adapter_hashes"] = gen_stats["hashes"]
+def _calibration(cfg: EvalConfig, scorer, cs: CachedScorer, say) -> dict | None:
+    """The scorer's agreement with the hand-labelled calibration set, when asked for and present."""
+    if not cfg.calibration:
+        return None
+    from racq.calibration import calibration_agreement
+
+    from racq.data import DataError
+
+    say("calibration: scoring the hand-labelled set")
+    try:
+        return calibration_agreement(scorer, score_fn=cs.faith)
+    except DataError as e:  # the run's own results matter more than the calibration report
+        say(f"calibration skipped: {e}")
+        return None
+
+
+def _run_facts(cfg: EvalConfig, cs: CachedScorer, gen_stats: dict, say) -> dict:
+    """What the metrics record besides the scores: generation and scoring counts, adapters, training."""
     from racq.models import list_stages
 
-    metrics["training"] = {st.name: {k: st.manifest.get(k) for k in ("kind", "split", "examples", "n_pairs", "created")}
-                           for st in list_stages(cfg.adapters_dir, include_hidden=True)
-                           if st.name in cfg.stages and st.manifest}
-    metrics["scoring"] = {"cache_hits": cs.cache.hits, "computed": cs.cache.misses, "scorer": cs.key}
-    metrics["seconds"] = round(time.time() - t0, 1)
-    evalreport.write_run(Path(cfg.results_dir) / cfg.run, rows, metrics)
-    say(f"wrote {Path(cfg.results_dir) / cfg.run} ({metrics['seconds']} s; {gen_stats['generated']} generated, "
-        f"{gen_stats['cached']} from cache)")
-    return metrics
-
-
-def prompt_evidence(examples, passages, cfg: EvalConfig, stage_model=None) -> list[list]:
-    """Per example, the passages exactly as its prompt shows them (racq.evidence)."""
-    from racq.evidence import prompt_passages
-
-    tok = stage_model.tokenizer if stage_model is not None else _tokenizer(cfg.base_model)
-    return [prompt_passages(e.query, ps, tok, cfg.top_k, cfg.passage_tokens, cfg.evidence)
-            for e, ps in zip(examples, passages)]
+    training = {st.name: {k: st.manifest.get(k) for k in ("kind", "split", "examples", "n_pairs", "created")}
+                for st in list_stages(cfg.adapters_dir, include_hidden=True)
+                if st.name in cfg.stages and st.manifest}
+    return {"usefulness_calibration": _matcher_agreement(say),
+            "generation": {k: v for k, v in gen_stats.items() if k != "hashes"},
+            "adapter_hashes": gen_stats["hashes"],
+            "training": training,
+            "scoring": {"cache_hits": cs.cache.hits, "computed": cs.cache.misses, "scorer": cs.key}}
 
 
 def _interpretations(query: str) -> list:

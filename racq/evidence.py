@@ -41,14 +41,26 @@ def _ntok(text: str, tokenizer) -> int:
     return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
+def trim(text: str, budget: int, tokenizer=None) -> str:
+    """Cut `text` to about `budget` tokens (exactly, with a tokenizer; ~0.75 words a token without)."""
+    if budget <= 0:
+        return ""
+    if tokenizer is None:
+        words = text.split()
+        keep = max(1, int(budget * 0.75))
+        return text if len(words) <= keep else " ".join(words[:keep]) + " ..."
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if len(ids) <= budget:
+        return text
+    return tokenizer.decode(ids[:budget], skip_special_tokens=True).rstrip() + " ..."
+
+
 def block(passages: Sequence[Passage]) -> str:
     """The prompt's passage block: one numbered line per passage."""
     return "\n".join((f"[{i}] {p.title}: " if p.title else f"[{i}] ") + p.text for i, p in enumerate(passages, 1))
 
 
 def lead(passages: Sequence[Passage], top_k: int, passage_tokens: int, tokenizer=None) -> list[Passage]:
-    from racq.prompts import trim
-
     return [Passage(p.title, trim(p.text, passage_tokens, tokenizer)) for p in list(passages)[:top_k]]
 
 

@@ -33,7 +33,8 @@ from racq.prompts import base_opener, extract_question, passage_prompt_messages,
 log = logging.getLogger(__name__)
 
 
-def _peft_name(stage: str) -> str:
+def peft_name(stage: str) -> str:
+    """The adapter name PEFT knows STAGE by (the base model is the reserved `__base__`)."""
     return "__base__" if stage == BASE_STAGE else stage
 
 
@@ -249,7 +250,7 @@ class StageModel:
             # capture the mixture processor's own forward calls).
             return _with_stage(model, stages[0], lambda: model.generate(**kwargs))
         try:
-            return model.generate(**kwargs, adapter_names=[_peft_name(s) for s in stages])
+            return model.generate(**kwargs, adapter_names=[peft_name(s) for s in stages])
         except (ValueError, TypeError) as e:  # e.g. adapters PEFT cannot mix in one batch
             log.info("mixed-adapter batch refused (%s); switching adapters per stage", e)
             rows = {}

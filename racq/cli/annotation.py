@@ -9,7 +9,7 @@ from typing import List, Optional
 
 import typer
 
-from racq.cli import DbOpt, FormatOpt, SetOpt, _fail, app, export_app, pool_app, users_app
+from racq.cli.common import DbOpt, FormatOpt, SetOpt, app, export_app, fail, model_config, pool_app, users_app
 from racq.config import MIN_PAIR_VOTES, load_config
 
 
@@ -44,7 +44,6 @@ def pool_build_cmd(n: Optional[int] = typer.Option(None, "--n", help="Queries in
     Example: racq pool build --n 50 --index mine
     Example: racq pool build --queries my-queries.txt --index mine
     """
-    from racq.cli.ask import _model_config
     from racq.pool import build_pool
     from racq.retrieval import RetrievalConfig
     from racq.service import Asker
@@ -54,22 +53,12 @@ def pool_build_cmd(n: Optional[int] = typer.Option(None, "--n", help="Queries in
 
     examples = None
     if queries is not None:  # read and check the whole file before a model loads or the database opens
-        from racq.data import DataError
-        from racq.queries import read_queries
-
         if existing or split is not None:
-            _fail("--queries takes its queries from the file: leave out --existing and --split")
-        try:
-            found = read_queries(queries)
-        except DataError as e:
-            _fail(f"{e}\nnothing was written")
+            fail("--queries takes its queries from the file: leave out --existing and --split")
+        found = _read_queries(queries, show)
         examples = found.examples
-        show(0, 0, f"{queries}: {found.rows} queries read, {found.duplicates} duplicate(s) dropped, "
-                   f"{len(examples)} distinct")
-        for note in found.notes:
-            show(0, 0, note)
     try:
-        mc = _model_config(base_model, adapters_dir)
+        mc = model_config(base_model, adapters_dir)
         asker = Asker.load(mc, retrieval=RetrievalConfig(embedder=mc.embedder, index=index or ""),
                            with_scorer=not no_score)
         stats = build_pool(db, n=n if n is not None else len(examples) if examples is not None else 200,
@@ -77,10 +66,26 @@ def pool_build_cmd(n: Optional[int] = typer.Option(None, "--n", help="Queries in
                            split=split or "test", existing=existing, batch_size=batch_size, score=not no_score,
                            progress=show, adapters_dir=mc.adapters_dir)
     except Exception as e:  # noqa: BLE001 - one clear line for the user
-        _fail(str(e))
+        fail(str(e))
     if examples is not None:
         stats["duplicates"] = found.duplicates
     print(json.dumps(stats, indent=2))
+
+
+def _read_queries(path: Path, show):
+    """The --queries file read and checked (racq.queries.read_queries); a bad row is one error line."""
+    from racq.data import DataError
+    from racq.queries import read_queries
+
+    try:
+        found = read_queries(path)
+    except DataError as e:
+        fail(f"{e}\nnothing was written")
+    show(0, 0, f"{path}: {found.rows} queries read, {found.duplicates} duplicate(s) dropped, "
+               f"{len(found.examples)} distinct")
+    for note in found.notes:
+        show(0, 0, note)
+    return found
 
 
 NoCardOpt = typer.Option(False, "--no-card", help="Do not write the dataset card beside the export.")
@@ -125,7 +130,7 @@ def export_prefs_cmd(path: Path = typer.Argument(..., help="Output file (.jsonl,
         n = export_prefs(open_db(db), path, format=format, tokenizer=tok, conversational=False if plain else None,
                          unused_only=unused_only, card=card)
     except Exception as e:  # noqa: BLE001
-        _fail(str(e))
+        fail(str(e))
     print(f"{n} preference pairs written to {path}" + (f"; dataset card: {card}" if card else ""))
 
 
@@ -145,7 +150,7 @@ def export_votes_cmd(path: Path = typer.Argument(..., help="Output file (.jsonl,
         card = _card_for(path, no_card)
         n = export_votes(open_db(db), path, format=format, card=card)
     except Exception as e:  # noqa: BLE001
-        _fail(str(e))
+        fail(str(e))
     print(f"{n} votes written to {path}" + (f"; dataset card: {card}" if card else ""))
 
 
@@ -165,7 +170,7 @@ def rate_cmd(db: Optional[Path] = DbOpt, n_boot: int = typer.Option(1000, help="
     try:
         data = leaderboard(open_db(db), n_boot=n_boot, min_pair_votes=min_pair_votes)
     except Exception as e:  # noqa: BLE001
-        _fail(str(e))
+        fail(str(e))
     print(json.dumps(data, indent=2, default=str) if as_json else format_text(data))
 
 
@@ -210,7 +215,7 @@ def app_cmd(port: int = typer.Option(7860, help="Port."), host: str = typer.Opti
         cfg = load_config(AppConfig, config, sets)
         apply_study(cfg)  # before any server: errors name the study file and its keys
     except (ValueError, OSError) as e:
-        _fail(str(e))
+        fail(str(e))
     launch(cfg)
 
 

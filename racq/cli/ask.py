@@ -10,19 +10,8 @@ from typing import Optional
 
 import typer
 
-from racq.cli import DataOpt, IndexOpt, _data_errors, _fail, app, data_app, index_app, models_app
+from racq.cli.common import DataOpt, IndexOpt, app, data_app, data_errors, fail, index_app, model_config, models_app
 from racq.config import describe
-
-
-def _model_config(base_model: Optional[str], adapters_dir: Optional[str]):
-    from racq.config import ModelConfig
-
-    mc = ModelConfig()
-    if base_model is not None:
-        mc.base_model = base_model
-    if adapters_dir is not None:
-        mc.adapters_dir = adapters_dir
-    return mc
 
 
 # ------------------------------------------------------------------ ask
@@ -46,7 +35,7 @@ def ask(query: str = typer.Argument(..., help="The user's query."),
     from racq.service import Asker
 
     t0 = time.time()
-    mc = _model_config(base_model, adapters_dir)
+    mc = model_config(base_model, adapters_dir)
     try:
         asker = Asker.load(mc, PromptConfig(top_k=k), RetrievalConfig(embedder=mc.embedder, index=index or ""))
         wanted = stages.split(",") if stages else None
@@ -55,7 +44,7 @@ def ask(query: str = typer.Argument(..., help="The user's query."),
             return
         _print_stream(asker.ask_stream(query, k=k, stages=wanted), sys.stdout.isatty())
     except Exception as e:  # noqa: BLE001 - one clear line for the user, not a traceback
-        _fail(str(e))
+        fail(str(e))
     print(f"\n({time.time() - t0:.1f} s)", file=sys.stderr)
 
 
@@ -112,10 +101,19 @@ def index_build(force: bool = typer.Option(False, help="Rebuild even when the fi
     t = time.time()
     if passages is None:
         if name is not None:
-            _fail("--name names the index of --passages: give --passages PATH too")
+            fail("--name names the index of --passages: give --passages PATH too")
         idx = retrieval.load_or_build(force=force)
         print(f"index ready: {len(idx)} passages ({time.time() - t:.1f} s)")
         return
+    _build_named_index(passages, name, title_field, text_field, chunk_words, overlap_words, embedder, index_type,
+                       index_root, started=t)
+
+
+def _build_named_index(passages: Path, name: Optional[str], title_field: str, text_field: str, chunk_words: int,
+                       overlap_words: int, embedder: Optional[str], index_type: str, index_root: Optional[Path],
+                       started: float) -> None:
+    """`racq index build --passages`: read and chunk the corpus, embed it into the named index, say where."""
+    from racq import retrieval
     from racq.corpus import read_passages, source_kind
     from racq.data import DataError
 
@@ -132,18 +130,18 @@ def index_build(force: bool = typer.Option(False, help="Rebuild even when the fi
             f"{overlap_words} words overlap)")
         cfg = retrieval.RetrievalConfig(**({"embedder": embedder} if embedder else {}), index_type=index_type,
                                         index_root=str(index_root or ""))
-        retrieval._build_params(cfg, len(chunks))  # an unknown index type fails before any embedding
+        retrieval.build_params(cfg, len(chunks))  # an unknown index type fails before any embedding
         log(f"embedding {len(chunks)} passages with {cfg.embedder}")
         source = {"path": str(passages.resolve()), "format": kind, "documents": len(docs),
                   "title_field": title_field, "text_field": text_field, "chunk_words": chunk_words,
                   "overlap_words": overlap_words}
         idx = retrieval.build_named(name, chunks, cfg, source=source, log=log)
     except (DataError, ValueError) as e:
-        _fail(f"{e}; nothing was written")
+        fail(f"{e}; nothing was written")
     except Exception as e:  # noqa: BLE001 - e.g. a missing embedder model
-        _fail(str(e))
+        fail(str(e))
     print(f"index {name!r} ready: {len(idx)} passages from {len(docs)} documents in "
-          f"{retrieval.named_index_dir(name, cfg)} ({time.time() - t:.1f} s)")
+          f"{retrieval.named_index_dir(name, cfg)} ({time.time() - started:.1f} s)")
     print(f"ask it: racq ask --index {name} \"QUERY\"")
 
 
@@ -204,7 +202,7 @@ def data_stats(data: Optional[Path] = DataOpt, index: Optional[str] = IndexOpt):
     """
     from racq.data.stats import dataset_stats, format_stats
 
-    with _data_errors():
+    with data_errors():
         print(format_stats(dataset_stats(data_file=data, index=index)))
 
 
@@ -220,7 +218,7 @@ def models_setup(force: bool = typer.Option(False, help="Convert again even if c
     try:
         print(f"base model ready: {setup_base_model(force=force)}")
     except ModelMissing as e:
-        _fail(str(e))
+        fail(str(e))
 
 
 @models_app.command("add")
@@ -240,7 +238,7 @@ def models_add(path: Path = typer.Argument(..., help="A local Hugging Face causa
     try:
         rec = add_model(path, name or _default_name(path), force=force)
     except (ModelMissing, ValueError) as e:
-        _fail(str(e))
+        fail(str(e))
     print(f"model {rec['name']!r} registered: {rec['path']} ({rec['model_type']}; in {REGISTRY_FILE})")
     print(f"use it: racq ask --base-model {rec['name']} \"QUERY\"   (its stages: racq train all --set "
           f"base_model={rec['name']} --set adapters_dir=DIR)")
@@ -260,7 +258,7 @@ def models_list(all_: bool = typer.Option(False, "--all", help="Include hidden s
         models = {"(built in)": {"path": str(DEFAULT_BASE_MODEL), "model_type": "SmolLM2-135M-Instruct"},
                   **registered_models()}
     except ModelMissing as e:
-        _fail(str(e))
+        fail(str(e))
     print("base models:")
     for name, rec in models.items():
         here = (Path(rec["path"]) / "config.json").exists()
@@ -288,7 +286,7 @@ def config_show(what: str = typer.Argument("train", help="train | model | prompt
     classes = {"train": c.TrainConfig, "model": c.ModelConfig, "prompt": c.PromptConfig, "gen": c.GenConfig,
                "study": StudyConfig}
     if what not in classes:
-        _fail(f"unknown settings group {what!r}; one of {', '.join(classes)}")
+        fail(f"unknown settings group {what!r}; one of {', '.join(classes)}")
     print(describe(classes[what]))
 
 

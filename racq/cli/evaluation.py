@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from racq.cli import DataOpt, SetOpt, _data_errors, _fail, app
+from racq.cli.common import DataOpt, SetOpt, app, data_errors, fail
 from racq.config import load_config
 
 
@@ -50,10 +50,10 @@ def eval_cmd(split: str = typer.Option("test", help="Data split: test | t1 | t2 
         if bad:
             raise ValueError(f"--set needs key=value, got {bad}")
         cfg = load_config(EvalConfig, None, {**values, **dict(s.split("=", 1) for s in set_ or [])})
-        with _data_errors():  # and a missing or stale --index
+        with data_errors():  # and a missing or stale --index
             metrics = evaluate(cfg)
     except (EvalError, ModelMissing, ValueError, OSError) as e:  # a bad --data row is a ValueError too
-        _fail(str(e))
+        fail(str(e))
     folder = Path(cfg.results_dir) / cfg.run
     print(f"{folder}/report.md")
     for ds, res in metrics["results"].items():

@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from racq.cli import ConfigOpt, DataOpt, IndexOpt, SetOpt, _data_errors, _fail, _train_cfg, app, train_app
+from racq.cli.common import ConfigOpt, DataOpt, IndexOpt, SetOpt, app, data_errors, fail, train_app, train_cfg
 
 
 # ------------------------------------------------------------------ training
@@ -22,8 +22,8 @@ def train_sft_cmd(config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] 
     """
     from racq.train.sft import train_sft
 
-    with _data_errors():
-        print(train_sft(_train_cfg(config, set_, data, index)))
+    with data_errors():
+        print(train_sft(train_cfg(config, set_, data, index)))
 
 
 @train_app.command("uncond")
@@ -35,8 +35,8 @@ def train_uncond_cmd(config: Optional[Path] = ConfigOpt, set_: Optional[List[str
     """
     from racq.train.sft import train_sft
 
-    with _data_errors():
-        print(train_sft(_train_cfg(config, set_, data, index), query_only=True))
+    with data_errors():
+        print(train_sft(train_cfg(config, set_, data, index), query_only=True))
 
 
 @train_app.command("dpo")
@@ -57,7 +57,7 @@ def train_dpo_cmd(config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] 
     Example: racq train dpo --from-votes          # -> aligned-r1, aligned-r2, ...
     Example: racq train dpo --data my-data.jsonl --set run_dir=runs/mine
     """
-    cfg = _train_cfg(config, set_, data, index)
+    cfg = train_cfg(config, set_, data, index)
     if from_votes:
         from racq.feedback import FeedbackError, train_round
 
@@ -68,11 +68,11 @@ def train_dpo_cmd(config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] 
         try:
             print(train_round(cfg, db_path=db, synthetic_weight=synthetic_weight, progress=say))
         except FeedbackError as e:  # e.g. another process holds the round lease: say who, no traceback
-            _fail(str(e))
+            fail(str(e))
         return
     from racq.train.dpo import train_dpo
 
-    with _data_errors():
+    with data_errors():
         if cfg.data and not pairs:
             from racq.train.pairs import build_pairs
 
@@ -90,8 +90,8 @@ def train_all_cmd(config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] 
     """
     from racq.train.pipeline import train_all
 
-    with _data_errors():
-        print(json.dumps(train_all(_train_cfg(config, set_, data, index)), indent=2, default=str))
+    with data_errors():
+        print(json.dumps(train_all(train_cfg(config, set_, data, index)), indent=2, default=str))
 
 
 @app.command()
@@ -104,7 +104,7 @@ def pairs(config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = SetOpt
     """
     from racq.train.pairs import build_pairs
 
-    with _data_errors():
-        print(json.dumps(build_pairs(_train_cfg(config, set_, data, index)), indent=2))
+    with data_errors():
+        print(json.dumps(build_pairs(train_cfg(config, set_, data, index)), indent=2))
 
 

@@ -114,10 +114,38 @@ def _summary(s: dict | None) -> dict | None:
 
 def build_pairs(cfg: TrainConfig, out_path: Path | None = None, stage_model=None) -> dict:
     """Write `pairs.jsonl` in the run folder (resuming); return counts."""
-    from racq.generate import StageModel
-
     out_path = Path(out_path or Path(cfg.run_dir) / "pairs.jsonl")
     check_run_data(cfg)  # before appending to (resuming) a pairs file made from other data
+    sm = _pair_model(cfg, stage_model)
+    examples = select_examples(cfg, "t2", cfg.t2_limit)
+    ranked = rank_own_passages(examples, cfg.embedder, cfg.top_k, Path(cfg.run_dir) / "ranked-t2.json")
+    done = _done_keys(out_path)
+    todo = [(e, r) for e, r in zip(examples, ranked) if e.topic_id not in done]
+    stats = {"examples": len(examples), "resumed": len(examples) - len(todo), "written": 0,
+             "dropped_identical": 0, "dropped_no_question": 0, "dropped_not_more_faithful": 0}
+    scorer = _scorer(cfg) if cfg.faithfulness_filter and todo else None
+    gen = GenConfig(do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k_sampling,
+                    max_new_tokens=cfg.max_new_tokens,
+                    # all candidates of a batch in one call: rows draw independently from one seeded RNG
+                    batch_size=cfg.gen_batch_size * max(1, cfg.chosen_candidates, cfg.rejected_candidates))
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    bs = cfg.gen_batch_size
+    with open(out_path, "a", encoding="utf-8") as fh, tqdm(total=len(todo), desc="pairs", unit="ex") as bar:
+        for b in range(0, len(todo), bs):
+            batch = todo[b:b + bs]
+            _pairs_batch(fh, sm, cfg, gen, scorer, batch, cfg.seed + 7 * (stats["resumed"] + b), stats)
+            fh.flush()
+            os.fsync(fh.fileno())
+            bar.update(len(batch))
+    stats["total_pairs"] = sum(1 for _ in read_pairs(out_path))
+    (out_path.parent / "pairs.stats.json").write_text(json.dumps(stats, indent=2))
+    return stats
+
+
+def _pair_model(cfg: TrainConfig, stage_model=None):
+    """The given stage model, or the base with the sft and uncond adapters; an error names a missing one."""
+    from racq.generate import StageModel
+
     sm = stage_model or StageModel.load(cfg.base_model, cfg.adapters_dir, stages=["sft", "uncond"],
                                         include_hidden=True,
                                         prompt=PromptConfig(top_k=cfg.top_k, passage_tokens=cfg.passage_tokens))
@@ -125,82 +153,75 @@ def build_pairs(cfg: TrainConfig, out_path: Path | None = None, stage_model=None
         if need not in sm.stages:
             raise RuntimeError(f"adapter {need!r} is missing in {cfg.adapters_dir}: run `racq train "
                                f"{'sft' if need == 'sft' else 'uncond'}` first ({sm.errors.get(need, '')})")
-    examples = select_examples(cfg, "t2", cfg.t2_limit)
-    ranked = rank_own_passages(examples, cfg.embedder, cfg.top_k, Path(cfg.run_dir) / "ranked-t2.json")
-    done = _done_keys(out_path)
-    todo = [(e, r) for e, r in zip(examples, ranked) if e.topic_id not in done]
-    stats = {"examples": len(examples), "resumed": len(examples) - len(todo), "written": 0,
-             "dropped_identical": 0, "dropped_no_question": 0, "dropped_not_more_faithful": 0}
-    scorer = None
-    gen = GenConfig(do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k_sampling,
-                    max_new_tokens=cfg.max_new_tokens,
-                    # all candidates of a batch in one call: rows draw independently from one seeded RNG
-                    batch_size=cfg.gen_batch_size * max(1, cfg.chosen_candidates, cfg.rejected_candidates))
-    tok = sm.tokenizer
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    bs = cfg.gen_batch_size
-    with open(out_path, "a", encoding="utf-8") as fh, tqdm(total=len(todo), desc="pairs", unit="ex") as bar:
-        for b in range(0, len(todo), bs):
-            batch = todo[b:b + bs]
-            seed = cfg.seed + 7 * (stats["resumed"] + b)
-            prompts = [sm.passage_prompt(e.query, r) for e, r in batch]
-            qprompts = [sm.query_prompt(e.query) for e, _ in batch]
-            nc, nr = max(1, cfg.chosen_candidates), max(1, cfg.rejected_candidates)
-            if cfg.chosen == "gold":
-                nc = 1
-                chosen, ctries = [e.gold_question for e, _ in batch], [0] * len(batch)
-            else:
-                chosen, ctries, _ = _sample_until_question(sm, [p for p in prompts for _ in range(nc)], "sft",
-                                                           gen, seed, cfg.tries)
-            rejected, rtries, share = _sample_until_question(
-                sm, [p for p in prompts for _ in range(nr)], "sft", gen, seed + 1, cfg.tries,
-                mixture={"alpha": cfg.alpha, "query_prompts": [q for q in qprompts for _ in range(nr)],
-                         "adapter": "uncond"})
-            cscores = rscores = None
-            if cfg.faithfulness_filter:
-                scorer = scorer or _scorer(cfg)
-                cscores = [scorer.score(e.query, r, chosen[k * nc + j])
-                           for k, (e, r) in enumerate(batch) for j in range(nc)]
-                rscores = [scorer.score(e.query, r, rejected[k * nr + j])
-                           for k, (e, r) in enumerate(batch) for j in range(nr)]
-                if cfg.useful_ranking:
-                    from racq.usefulness import interpretations_for
+    return sm
 
-                    interps = [interpretations_for(e.query) for e, _ in batch]
-                    cscores = [_with_usefulness(cscores[k * nc + j], e.query, chosen[k * nc + j], interps[k])
-                               for k, (e, _) in enumerate(batch) for j in range(nc)]
-                    rscores = [_with_usefulness(rscores[k * nr + j], e.query, rejected[k * nr + j], interps[k])
-                               for k, (e, _) in enumerate(batch) for j in range(nr)]
-            cpick, rpick = _pick(chosen, nc, cscores, best=True), _pick(rejected, nr, rscores, best=False)
-            chosen, ctries = [chosen[i] for i, _ in cpick], [ctries[i] for i, _ in cpick]
-            rejected = [rejected[i] for i, _ in rpick]
-            rtries, share = [rtries[i] for i, _ in rpick], [share[i] for i, _ in rpick]
-            for (e, r), c, ct, rj, rt, sh, (_, cs), (_, rs) in zip(batch, chosen, ctries, rejected, rtries, share,
-                                                                   cpick, rpick):
-                if "?" not in c:
-                    stats["dropped_no_question"] += 1
-                elif c.strip().lower() == rj.strip().lower():
-                    stats["dropped_identical"] += 1
-                elif cs is not None and ranking_key(cs) <= ranking_key(rs):
-                    stats["dropped_not_more_faithful"] += 1
-                else:
-                    row = {"prompt": prompt_for(tok, e.query, r, cfg), "chosen": answer_for(tok, c),
-                           "rejected": answer_for(tok, rj), "query": e.query, "topic_id": e.topic_id,
-                           "dataset": e.dataset, "passage_ids": [p.pid for p in r], "chosen_text": c,
-                           "rejected_text": rj, "chosen_tries": ct, "rejected_tries": rt,
-                           "rejected_uncond_share": round(sh, 3), "alpha": cfg.alpha, "seed": seed,
-                           "source": "synthetic", "chosen_from": cfg.chosen,
-                           "candidates": [nc, nr], "chosen_faith": _summary(cs), "rejected_faith": _summary(rs)}
-                    fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-                    stats["written"] += 1
-                # a marker line per example makes resume exact even for dropped examples
-                fh.write(json.dumps({"done": e.topic_id}) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-            bar.update(len(batch))
-    stats["total_pairs"] = sum(1 for _ in read_pairs(out_path))
-    (out_path.parent / "pairs.stats.json").write_text(json.dumps(stats, indent=2))
-    return stats
+
+def _pairs_batch(fh, sm, cfg: TrainConfig, gen: GenConfig, scorer, batch: list, seed: int, stats: dict) -> None:
+    """Sample, score and pick one batch's candidates; write its kept pairs and a done marker per example."""
+    nc = 1 if cfg.chosen == "gold" else max(1, cfg.chosen_candidates)
+    nr = max(1, cfg.rejected_candidates)
+    chosen, ctries, rejected, rtries, share = _candidates(sm, cfg, gen, batch, seed, nc, nr)
+    cscores = rscores = None
+    if scorer is not None:
+        cscores, rscores = _candidate_scores(scorer, cfg, batch, chosen, rejected, nc, nr)
+    cpick, rpick = _pick(chosen, nc, cscores, best=True), _pick(rejected, nr, rscores, best=False)
+    chosen, ctries = [chosen[i] for i, _ in cpick], [ctries[i] for i, _ in cpick]
+    rejected = [rejected[i] for i, _ in rpick]
+    rtries, share = [rtries[i] for i, _ in rpick], [share[i] for i, _ in rpick]
+    tok = sm.tokenizer
+    for (e, r), c, ct, rj, rt, sh, (_, cs), (_, rs) in zip(batch, chosen, ctries, rejected, rtries, share,
+                                                           cpick, rpick):
+        if "?" not in c:
+            stats["dropped_no_question"] += 1
+        elif c.strip().lower() == rj.strip().lower():
+            stats["dropped_identical"] += 1
+        elif cs is not None and ranking_key(cs) <= ranking_key(rs):
+            stats["dropped_not_more_faithful"] += 1
+        else:
+            row = {"prompt": prompt_for(tok, e.query, r, cfg), "chosen": answer_for(tok, c),
+                   "rejected": answer_for(tok, rj), "query": e.query, "topic_id": e.topic_id,
+                   "dataset": e.dataset, "passage_ids": [p.pid for p in r], "chosen_text": c,
+                   "rejected_text": rj, "chosen_tries": ct, "rejected_tries": rt,
+                   "rejected_uncond_share": round(sh, 3), "alpha": cfg.alpha, "seed": seed,
+                   "source": "synthetic", "chosen_from": cfg.chosen,
+                   "candidates": [nc, nr], "chosen_faith": _summary(cs), "rejected_faith": _summary(rs)}
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+            stats["written"] += 1
+        # a marker line per example makes resume exact even for dropped examples
+        fh.write(json.dumps({"done": e.topic_id}) + "\n")
+
+
+def _candidates(sm, cfg: TrainConfig, gen: GenConfig, batch: list, seed: int, nc: int, nr: int):
+    """nc chosen (SFT samples, or the gold question) and nr rejected (mixture samples) per example:
+    (chosen, chosen tries, rejected, rejected tries, rejected's uncond token share)."""
+    prompts = [sm.passage_prompt(e.query, r) for e, r in batch]
+    qprompts = [sm.query_prompt(e.query) for e, _ in batch]
+    if cfg.chosen == "gold":
+        chosen, ctries = [e.gold_question for e, _ in batch], [0] * len(batch)
+    else:
+        chosen, ctries, _ = _sample_until_question(sm, [p for p in prompts for _ in range(nc)], "sft",
+                                                   gen, seed, cfg.tries)
+    rejected, rtries, share = _sample_until_question(
+        sm, [p for p in prompts for _ in range(nr)], "sft", gen, seed + 1, cfg.tries,
+        mixture={"alpha": cfg.alpha, "query_prompts": [q for q in qprompts for _ in range(nr)],
+                 "adapter": "uncond"})
+    return chosen, ctries, rejected, rtries, share
+
+
+def _candidate_scores(scorer, cfg: TrainConfig, batch: list, chosen: list, rejected: list, nc: int, nr: int):
+    """Faithfulness scores of every candidate against its example's passages (with usefulness when
+    `useful_ranking`): (chosen scores, rejected scores), in the candidates' order."""
+    cscores = [scorer.score(e.query, r, chosen[k * nc + j]) for k, (e, r) in enumerate(batch) for j in range(nc)]
+    rscores = [scorer.score(e.query, r, rejected[k * nr + j]) for k, (e, r) in enumerate(batch) for j in range(nr)]
+    if cfg.useful_ranking:
+        from racq.usefulness import interpretations_for
+
+        interps = [interpretations_for(e.query) for e, _ in batch]
+        cscores = [_with_usefulness(cscores[k * nc + j], e.query, chosen[k * nc + j], interps[k])
+                   for k, (e, _) in enumerate(batch) for j in range(nc)]
+        rscores = [_with_usefulness(rscores[k * nr + j], e.query, rejected[k * nr + j], interps[k])
+                   for k, (e, _) in enumerate(batch) for j in range(nr)]
+    return cscores, rscores
 
 
 def _scorer(cfg: TrainConfig):

@@ -12,6 +12,7 @@ import typer
 
 from racq.cli.common import DataOpt, IndexOpt, app, data_app, data_errors, fail, index_app, model_config, models_app
 from racq.config import describe
+from racq.coverage import NOTICE
 
 
 # ------------------------------------------------------------------ ask
@@ -59,8 +60,6 @@ def _print_stream(events, live: bool) -> None:
                 print(f"[{hit['rank']}] ({hit['score']:.3f}) {title}{hit['text'][:200]}")
             cov = ev.get("coverage") or {}
             if not cov.get("covered", True):  # racq.coverage: the stages then offer only supported options
-                from racq.coverage import NOTICE
-
                 print(f"\n{NOTICE} ({cov.get('why', '')}): only options these passages support are offered.")
             print()
         elif ev["event"] == "token" and live:

@@ -18,6 +18,7 @@ import time
 
 import gradio as gr  # at module level, no postponed annotations: Gradio must resolve `request: gr.Request`
 
+from racq.coverage import NOTICE
 from racq.service import BadQuery, clean_query
 from racq.store import is_pool_query
 from racq.ui.render import esc, mark_words, message_html, passages_html
@@ -123,8 +124,6 @@ def coverage_html(cov: dict | None) -> str:
     """The no-evidence notice (racq.coverage): empty when the corpus covers the query."""
     if not cov or cov.get("covered", True):
         return ""
-    from racq.coverage import NOTICE
-
     return (f"<div class='racq-nocoverage'><b>{esc(NOTICE)}</b> ({esc(cov.get('why', ''))}): "
             "the passages below are about something else, so the stages offer only options these passages "
             "support, or ask a generic question.</div>")

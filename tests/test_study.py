@@ -164,5 +164,5 @@ def test_app_py_and_racq_app_stop_on_a_bad_study_before_serving(tmp_path, monkey
 
     monkeypatch.setattr(racq.ui, "launch", served)
     result = CliRunner().invoke(app, ["app", "--study", str(path)])
-    assert result.exit_code == 1 and "skip_reasons: the list is empty" in result.output, result.output
+    assert result.exit_code == 2 and "skip_reasons: the list is empty" in result.output, result.output
     assert not (tmp_path / "never.db").exists()  # nothing was created for a study that did not start

@@ -192,16 +192,19 @@ def users_add(name: str = typer.Argument(..., help="Annotator name."),
 
 
 @app.command("app")
-def app_cmd(port: int = typer.Option(7860, help="Port."), host: str = typer.Option("127.0.0.1", help="Interface."),
+def app_cmd(port: Optional[int] = typer.Option(None, help="Port (default 7860, or the --config file's)."),
+            host: Optional[str] = typer.Option(None, help="Interface to bind (default 127.0.0.1)."),
+            db: Optional[Path] = typer.Option(None, "--db", help="Annotation database (default annotations/racq.db)."),
             config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML of AppConfig settings."),
             study: Optional[Path] = typer.Option(None, "--study", help="A study file: its guidelines, skip reasons, "
                                                  "button labels, overlap, reveal and database "
                                                  "(annotations/study.example.yaml shows every key)."),
             index: Optional[str] = typer.Option(None, "--index", help="A named index of your own corpus "
                                                 "(`racq index list`); default: the shipped corpus."),
+            share: bool = typer.Option(False, "--share", help="Also open a public Gradio share link (off by default)."),
             set_: Optional[List[str]] = SetOpt):
-    """Serve the app (same as `python app.py`). One study = one YAML + one database: a bad study file
-    stops here, naming the file and each bad key.
+    """Serve the app (`python app.py` runs this command). One study = one YAML + one database: a bad
+    study file or setting stops here (exit 2), naming the file and each bad key, before any server.
 
     Example: racq app --port 7861 --set users_file=annotations/users.yaml
     Example: racq app --study annotations/study.example.yaml
@@ -209,13 +212,12 @@ def app_cmd(port: int = typer.Option(7860, help="Port."), host: str = typer.Opti
     """
     from racq.ui import AppConfig, apply_study, launch
 
-    sets = [*(set_ or []), f"port={port}", f"host={host}", *([f"study={study}"] if study else []),
-            *([f"index={index}"] if index else [])]
+    given = {"port": port, "host": host, "db": db, "study": study, "index": index}
+    # only what was given: a value in the --config file is not overridden by an option's default
+    sets = [*(set_ or []), *(f"{k}={v}" for k, v in given.items() if v is not None), *(["share=true"] if share else [])]
     try:
         cfg = load_config(AppConfig, config, sets)
         apply_study(cfg)  # before any server: errors name the study file and its keys
     except (ValueError, OSError) as e:
-        fail(str(e))
+        fail(str(e), code=2)  # a usage error, as click and argparse exit
     launch(cfg)
-
-

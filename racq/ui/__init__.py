@@ -47,18 +47,11 @@ def _default(cls, name):
 
 
 @dataclass
-class AppConfig:
+class AppConfig(ModelConfig):
+    """The app's settings: ModelConfig's (base model, adapters, embedder, engine, ...; declared once there)
+    and the app's own below."""
+
     db: str = helpfield(str(DB_PATH), "SQLite file of annotators, candidates and votes (created if missing).")
-    base_model: str = helpfield(_default(ModelConfig, "base_model"), "Base causal LM folder.")
-    adapters_dir: str = helpfield(_default(ModelConfig, "adapters_dir"), "Folder of stage adapters.")
-    embedder: str = helpfield(_default(ModelConfig, "embedder"), "Sentence-transformers model (retrieval).")
-    dtype: str = helpfield(_default(ModelConfig, "dtype"), "Torch dtype of the base model.")
-    threads: int = helpfield(0, "torch.set_num_threads; 0 = torch's default.")
-    engine: str = helpfield(_default(ModelConfig, "engine"), "Generation engine of Explore: joint (all "
-                                                             "stages in one batch, streamed), merged (stage after "
-                                                             "stage, streamed) or peft (no streaming).")
-    quantize: str = helpfield(_default(ModelConfig, "quantize"), "Engine joint: int8 = faster, different "
-                                                                 "questions (opt-in); none = fp32.")
     cache_size: int = helpfield(256, "Answers kept in memory (query, k, stage adapter, settings, index): the "
                                      "same question again answers at once; 0 = no cache.")
     stages: list[str] = helpfield([], "Stages to show and annotate (empty = every stage on disk).")
@@ -104,8 +97,7 @@ class AppConfig:
                                "and reveal_after_vote. Empty: the defaults and the settings above.")
 
     def model_config(self) -> ModelConfig:
-        return ModelConfig(base_model=self.base_model, embedder=self.embedder, adapters_dir=self.adapters_dir,
-                           dtype=self.dtype, threads=self.threads, engine=self.engine, quantize=self.quantize)
+        return ModelConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(ModelConfig)})
 
     def prompt_config(self) -> PromptConfig:
         return PromptConfig(top_k=self.prompt_k)

@@ -1,7 +1,7 @@
 """Annotate: blind pairwise faithfulness votes. Sign in, read the query and its passages, compare two
 clarifying questions, press a key.
 
-    python app.py                 # Annotate tab; python -m racq.ui.users ... turns on tokens
+    python app.py                 # Annotate tab; racq users add ... turns on tokens
 
 Keys: 1 left better, 2 right better, 3 both good / tie, 4 both bad, S skip (pick a reason first),
 U undo (the item on screen stays; the undone item comes back next, or, once its stages were

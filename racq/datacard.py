@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import os
 from collections import Counter
 from pathlib import Path
 
 from racq import rating
+from racq.files import write_atomic
 
 MARK = "<!-- racq dataset card for {name} -->"
 # data/README.md's licence column, per dataset a pool query can come from
@@ -55,15 +55,7 @@ def card_path(export_path: str | Path) -> Path:
 
 def write_card(path: str | Path, text: str) -> Path:
     """Write the card atomically (a temporary name, then renamed)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic(path, text)
 
 
 @functools.lru_cache(maxsize=1)

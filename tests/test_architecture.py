@@ -154,27 +154,14 @@ def test_sql_only_in_store():
     assert not bad, "SQL outside racq/store/:\n" + "\n".join(bad)
 
 
-# The one cycle left on main (2026-12-03), listed so it can only shrink: racq.data imports its loaders,
-# which import racq.data back (the registry pattern); data.generic reads named indexes (racq.retrieval);
-# retrieval embeds (racq.embedders -> racq.models -> racq.datacard -> racq.data). Breaking it needs
-# racq/data's core in its own module, build_corpus out of retrieval.index and the model card written by
-# the CLI (issue #14). A new cycle, or a new module pulled into this one, fails the test; so does this
-# cycle shrinking or disappearing (then update or delete KNOWN_CYCLE).
-KNOWN_CYCLE = frozenset({
-    "racq.data", "racq.data.clariq", "racq.data.generic", "racq.data.rac", "racq.datacard",
-    "racq.embedders", "racq.models", "racq.retrieval", "racq.retrieval.index", "racq.retrieval.named"})
-
-
 def test_no_import_cycles():
     graph = _graph()
-    comps = [c for c in _cycles(graph) if frozenset(c) != KNOWN_CYCLE]
+    comps = list(_cycles(graph))
     msg = "\n\n".join(
         "cycle among " + ", ".join(c) + ":\n  " + "\n  ".join(_cycle_edges(graph, c))
         for c in comps
     )
     assert not comps, "import cycles between racq modules:\n" + msg
-    assert KNOWN_CYCLE in {frozenset(c) for c in _cycles(graph)}, (
-        "the known racq.data/retrieval cycle changed or is gone: update KNOWN_CYCLE (it may only shrink)")
 
 
 def test_graph_sees_hidden_and_submodule_imports():

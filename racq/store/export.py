@@ -1,16 +1,16 @@
 """Exports: every raw vote row to a file, and the snapshot a preference file is made from.
 
     from racq.store import open_db, export_votes
-    export_votes(open_db(), "runs/votes.csv", card="runs/README.md")   # + a dataset card (racq.datacard)
-    pairs, facts = prefs_snapshot(open_db())   # racq.prefs.export_prefs turns these into TRL rows
+    export_votes(open_db(), "runs/votes.csv", card="runs/README.md")   # + a dataset card (racq.annotation.datacard)
+    pairs, facts = prefs_snapshot(open_db())   # racq.annotation.prefs.export_prefs turns these into TRL rows
 
 The store returns rows and never formats prompts: the TRL preference rows (prompt text, chat messages)
-are built in racq.prefs from the pair rows read here. Which votes give a pair: preference_pairs.
+are built in racq.annotation.prefs from the pair rows read here. Which votes give a pair: preference_pairs.
 Formats (write_rows): jsonl, parquet, csv (lists and message lists become JSON text in their CSV cell;
 None an empty cell). Files are written to a temporary name and renamed, so a failed export never
 leaves a half file.
 
-Dataset card (`card=PATH`, racq.datacard; `racq export` writes one unless --no-card): its numbers come
+Dataset card (`card=PATH`, racq.annotation.datacard; `racq export` writes one unless --no-card): its numbers come
 from the rows an export writes plus facts read in the same read transaction (card_facts: effective
 votes for agreement, rounds and the votes they trained on, each candidate's round, each query's
 passages), so card and file describe one snapshot of the database even while votes arrive.
@@ -100,7 +100,7 @@ def card_facts(conn, query_ids: Iterable[int], candidate_ids: Iterable[int]) -> 
 
 
 def _card(card, kind: str, path: Path, format: str, rows: list[dict], facts: dict, db: Store, **filters) -> None:
-    from racq.datacard import render_card, write_card  # Markdown and the corpus check: not store code
+    from racq.annotation.datacard import render_card, write_card  # Markdown and the corpus check: not store code
 
     write_card(card, render_card(kind, path, format, rows, facts, db_name=db.path.name, filters=filters))
 
@@ -108,7 +108,7 @@ def _card(card, kind: str, path: Path, format: str, rows: list[dict], facts: dic
 def prefs_snapshot(db: Store, *, stages: Iterable[str] | None = None,
                    unused_only: bool = False) -> tuple[list[dict], dict]:
     """(preference pair rows, card facts about them), read in one transaction, so a preference file
-    and its card (racq.prefs.export_prefs) count the same votes even while votes arrive.
+    and its card (racq.annotation.prefs.export_prefs) count the same votes even while votes arrive.
     stages/unused_only: as for preference_pairs."""
     with db.read() as conn:
         conn.execute("BEGIN")  # one snapshot: the file and its card count the same votes

@@ -2,7 +2,7 @@
 
     racq train dpo                                       # synthetic pairs -> adapter `aligned`
     racq train dpo --pairs prefs.jsonl --start aligned --name aligned-r1   # any TRL preference file
-    racq train dpo --from-votes                          # human votes from the app (see racq.feedback)
+    racq train dpo --from-votes                          # human votes from the app (see racq.annotation.retrain)
 
 The policy continues a stage's LoRA adapter (`sft` by default); TRL freezes a copy of it as the
 "ref" adapter. When the start is not the SFT adapter (a human-feedback round starting from

@@ -17,7 +17,7 @@ Every screen is a module with `build(ctx)`, called inside its gr.Tab. `ctx` is a
     ctx.user(request) / ctx.role(request) / ctx.is_admin(request)   who signed in on Annotate in that
                          browser session (`request`: the handler's gr.Request); ctx.session: same, as gr.State
     ctx.train_cfg        TrainConfig from cfg.train_config, or None
-    ctx.study            racq.study.StudyConfig: guidelines, skip reasons, button labels, study name
+    ctx.study            racq.annotation.study.StudyConfig: guidelines, skip reasons, button labels, study name
                          (its db/overlap/reveal_after_vote are copied into ctx.cfg, which screens read)
 A build() may return {"refresh": fn, "refresh_outputs": [...]} (or "outputs"): the shell calls it
 when the tab is opened.
@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Callable
 
 from racq.config import DB_PATH, MIN_PAIR_VOTES, GenConfig, ModelConfig, PromptConfig, helpfield
-from racq.study import StudyConfig, StudyError, load_study
+from racq.annotation.study import StudyConfig, StudyError, load_study
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ class AppConfig(ModelConfig):
     train_config: str = helpfield("", "YAML of TrainConfig settings for rounds started on the Feedback "
                                       "screen (empty = defaults with this app's base model and adapters).")
     title: str = helpfield("RACQ: faithful clarifying questions", "Browser tab title.")
-    study: str = helpfield("", "A study file (YAML of racq.study.StudyConfig: guidelines, skip reasons, button "
+    study: str = helpfield("", "A study file (YAML of racq.annotation.study.StudyConfig: guidelines, skip reasons, button "
                                "labels, overlap, reveal_after_vote and its own db); it then owns db, overlap "
                                "and reveal_after_vote. Empty: the defaults and the settings above.")
 
@@ -266,7 +266,7 @@ def recover_rounds(db) -> list[dict]:
     return stale
 
 
-# The settings a study file owns (racq.study): with --study they come from the file, not the app's settings.
+# The settings a study file owns (racq.annotation.study): with --study they come from the file, not the app's settings.
 STUDY_SETTINGS = ("db", "overlap", "reveal_after_vote")
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import yaml
 
-from racq.store.pool import MAX_NAME_CHARS
+from racq.store.candidates import MAX_NAME_CHARS
 
 SCHEME = "pbkdf2_sha256"
 ITERATIONS = 200_000

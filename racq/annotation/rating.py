@@ -3,7 +3,7 @@ where the CIs overlap, votes per stage pair, inter-annotator agreement (Cohen's 
 left/right position bias, and auto-vs-human ranking agreement.
 
     from racq.store import open_db, effective_votes
-    from racq import rating
+    from racq.annotation import rating
     votes = effective_votes(open_db())
     rating.bradley_terry(votes)          # [{stage, rating, ci_low, ci_high, elo, ...}] best first
     rating.agreement(votes); rating.position_bias(votes)

@@ -1,9 +1,9 @@
 """TRL preference files from the annotators' votes: the store's pair rows -> prompt/chosen/rejected rows.
 
-    from racq.prefs import export_prefs
+    from racq.annotation.prefs import export_prefs
     export_prefs(open_db(), "runs/prefs.jsonl", tokenizer=tok)   # conversational when tok has a chat template
     export_prefs(open_db(), "runs/prefs.parquet", format="parquet", conversational=False)
-    export_prefs(open_db(), "runs/prefs.jsonl", card="runs/README.md")   # + a dataset card (racq.datacard)
+    export_prefs(open_db(), "runs/prefs.jsonl", card="runs/README.md")   # + a dataset card (racq.annotation.datacard)
 
 TRL's explicit-prompt preference format: `prompt`, `chosen`, `rejected`. Conversational: `prompt` is the
 message list from racq.prompts.passage_prompt_messages, `chosen`/`rejected` are one assistant message
@@ -21,7 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable
 
-from racq.datacard import render_card, write_card
+from racq.annotation.datacard import render_card, write_card
 from racq.prompts import has_chat_template, passage_prompt_messages, render
 from racq.store import Store
 from racq.store.export import format_of, prefs_snapshot, write_rows
@@ -58,7 +58,7 @@ def export_prefs(db: Store, path: str | Path, format: str | None = None, tokeniz
     format: 'jsonl', 'parquet' or 'csv' (default: from the file suffix). conversational: message lists
     (default: True exactly when `tokenizer` has a chat template). top_k/passage_tokens go to the
     prompt builder; stages/unused_only go to preference_pairs. card: also write a dataset card there
-    (racq.datacard.card_path(path) picks the usual place).
+    (racq.annotation.datacard.card_path(path) picks the usual place).
     """
     path = Path(path)
     format = format_of(path, format)

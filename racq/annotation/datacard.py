@@ -2,12 +2,12 @@
 
     racq export prefs runs/prefs.jsonl        # runs/prefs.jsonl + runs/README.md (the card)
 
-    from racq.datacard import card_path
+    from racq.annotation.datacard import card_path
     export_votes(db, "runs/votes.csv", card=card_path("runs/votes.csv"))
 
 A card says what a row is and, from the exported rows and the facts racq.store.export.card_facts
 read in the same snapshot: counts per stage pair and outcome, the annotators, their agreement
-(racq.rating.agreement, the figure `racq rate` prints), the training rounds and which of the file's
+(racq.annotation.rating.agreement, the figure `racq rate` prints), the training rounds and which of the file's
 votes and candidates they involve, and where the queries and passages come from with their licence
 (passages are checked against RACQ's shipped corpus by content hash; any other passage came from an
 own corpus, whose licence only its owner knows).
@@ -23,7 +23,7 @@ import functools
 from collections import Counter
 from pathlib import Path
 
-from racq import rating
+from racq.annotation import rating
 from racq.files import write_atomic
 
 MARK = "<!-- racq dataset card for {name} -->"
@@ -167,7 +167,7 @@ def _agreement(effective: list[dict]) -> list[str]:
     kappa = "n/a" if a["kappa"] != a["kappa"] else f"{a['kappa']:.2f}"  # NaN != NaN
     name = "Cohen's" if a["method"] == "cohen" else "Fleiss'"
     out += [f"{name} κ = {kappa} over {a['items']} items judged by two or more of {len(a['annotators'])} "
-            "annotators (skips excluded; racq.rating.agreement, the figure `racq rate` prints)."]
+            "annotators (skips excluded; racq.annotation.rating.agreement, the figure `racq rate` prints)."]
     if a["pairwise"]:
         out += ["", _table(["annotators", "Cohen's κ", "shared items"],
                            [[k.replace("|", " & "), f"{v['kappa']:.2f}", v["items"]]

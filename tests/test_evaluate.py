@@ -20,7 +20,8 @@ from typer.testing import CliRunner
 from racq.scoring.calibration import calibration_agreement, load_calibration
 from racq.data import Passage
 from racq.eval.report import PAPER_ROUGE_L, paper_table
-from racq.eval.significance import agreement, bootstrap_ci, paired_test
+from racq.eval.significance import bootstrap_ci, paired_test
+from racq.scoring.agreement import agreement
 from racq.eval.run import EvalConfig, EvalError, evaluate, pick_examples
 from racq.scoring.faithfulness import FaithfulnessConfig, Scorer
 from racq.generate import StageModel

@@ -25,9 +25,9 @@ from apphelpers import REPO, rows, synthetic_pool
 from racq.annotation import rating
 from racq.data import Passage, load_examples
 from racq.annotation.datacard import card_path
-from racq.annotation.prefs import export_prefs
+from racq.annotation.prefs import export_prefs, export_votes
 from racq.store import (add_annotator, add_candidate, add_query_with_passages, effective_votes,
-                        export_votes, finish_round, link_round_votes, make_items, open_db, preference_pairs,
+                        finish_round, link_round_votes, make_items, open_db, preference_pairs,
                         record_round, record_vote, undo_last)
 
 # (annotator, item index, outcome): ana and bob agree on items 0 and 9, disagree on 1, tie on 2

@@ -3,6 +3,7 @@
     racq export prefs runs/prefs.jsonl        # runs/prefs.jsonl + runs/README.md (the card)
 
     from racq.annotation.datacard import card_path
+    from racq.annotation.prefs import export_votes
     export_votes(db, "runs/votes.csv", card=card_path("runs/votes.csv"))
 
 A card says what a row is and, from the exported rows and the facts racq.store.export.card_facts

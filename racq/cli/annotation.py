@@ -144,7 +144,8 @@ def export_votes_cmd(path: Path = typer.Argument(..., help="Output file (.jsonl,
     Example: racq export votes runs/votes.jsonl
     Example: racq export votes runs/votes.csv --db annotations/study.example.db
     """
-    from racq.store import export_votes, open_db
+    from racq.annotation.prefs import export_votes
+    from racq.store import open_db
 
     try:
         card = _card_for(path, no_card)

@@ -200,10 +200,11 @@ def data_stats(data: Optional[Path] = DataOpt, index: Optional[str] = IndexOpt):
     Example: racq data stats
     Example: racq data stats --data my-data.jsonl
     """
+    from racq import retrieval
     from racq.data.stats import dataset_stats, format_stats
 
     with data_errors():
-        print(format_stats(dataset_stats(data_file=data, index=index)))
+        print(format_stats(dataset_stats(data_file=data, index=retrieval.named_loader(index))))
 
 
 # ------------------------------------------------------------------ models

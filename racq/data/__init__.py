@@ -41,8 +41,9 @@ def load_examples(datasets: Iterable[str] | None = None, split: str | None = Non
     """Examples of the given datasets (all by default), optionally one split, in file order.
 
     With `data_file`, the rows of that file in the generic format (racq.data.generic, docs/data-format.md)
-    instead of the shipped datasets (`datasets` is then ignored); `index` names the named index its
-    `passage_ids` point into. Training, pairs, `racq eval` and `racq data stats` all read through here."""
+    instead of the shipped datasets (`datasets` is then ignored); `index` is the index its `passage_ids`
+    point into (a loaded racq.retrieval.Index, or racq.retrieval.named_loader(name): loaded when a row needs
+    it). Training, pairs, `racq eval` and `racq data stats` all read through here."""
     if split is not None and split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; known: {', '.join(SPLITS)}")
     if data_file:

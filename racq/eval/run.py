@@ -39,6 +39,7 @@ from racq.data import Example, load_examples
 # generation and its caches live in racq.eval.gen; these names are importable from here as before
 from racq.eval.gen import (QUERY_ONLY_STAGES, EvalError, JsonlCache, generate_all, prompt_evidence,  # noqa: F401
                           sha_key, stage_hashes)
+from racq.retrieval.named import named_loader
 from racq.scoring.metrics import METRICS as REF_METRICS
 from racq.scoring.options import repeats_option
 from racq.scoring.usefulness import EVIDENCE_METRICS, USEFUL_METRICS, evidence, useful_scores
@@ -216,7 +217,8 @@ def _examples(cfg: EvalConfig, examples, say) -> list[Example]:
     if cfg.reference_stage not in cfg.stages:
         say(f"reference stage {cfg.reference_stage} not evaluated: no paired tests")
     exs = list(examples) if examples is not None else pick_examples(cfg.datasets, cfg.split, cfg.limit,
-                                                                     cfg.passages == "own", cfg.data, cfg.index)
+                                                                     cfg.passages == "own", cfg.data,
+                                                                     named_loader(cfg.index))
     if not exs:
         raise EvalError(f"{cfg.data} has no {cfg.split} examples (`racq data stats --data {cfg.data}` counts "
                         f"them per split; --split all takes every row)" if cfg.data else "no examples to evaluate")

@@ -60,20 +60,3 @@ def paired_test(a: Sequence[float], b: Sequence[float], n_boot: int = 2000, ci: 
     return {"diff": float(d.mean()), "ci_low": float(lo), "ci_high": float(hi), "p_bootstrap": float(p_boot),
             "p_sign": binom_test(wins, wins + losses), "wins": wins, "losses": losses,
             "ties": int(n - wins - losses), "n": int(n)}
-
-
-def agreement(labels: Sequence[int], flags: Sequence[int]) -> dict:
-    """Accuracy, Cohen's kappa and the confusion counts of a binary metric flag against binary labels
-    (1 = unfaithful/hallucinated)."""
-    from racq.annotation.rating import cohen_kappa
-
-    y, f = [int(v) for v in labels], [int(v) for v in flags]
-    if len(y) != len(f) or not y:
-        raise ValueError(f"need equally long, non-empty label and flag lists (got {len(y)} and {len(f)})")
-    tp = sum(a == 1 and b == 1 for a, b in zip(y, f))
-    tn = sum(a == 0 and b == 0 for a, b in zip(y, f))
-    fp = sum(a == 0 and b == 1 for a, b in zip(y, f))
-    fn = sum(a == 1 and b == 0 for a, b in zip(y, f))
-    return {"n": len(y), "accuracy": (tp + tn) / len(y), "kappa": cohen_kappa(y, f),
-            "precision": tp / (tp + fp) if tp + fp else None, "recall": tp / (tp + fn) if tp + fn else None,
-            "tp": tp, "tn": tn, "fp": fp, "fn": fn}

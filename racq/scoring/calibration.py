@@ -19,7 +19,7 @@ from typing import Callable, Iterator, Sequence
 
 from racq.config import DATA_DIR
 from racq.data import DataError, Passage, jsonl_rows
-from racq.eval.significance import agreement
+from racq.scoring.agreement import agreement
 
 CALIBRATION_FILE = DATA_DIR / "calibration" / "faithfulness.jsonl"
 LABELS = ("faithful", "unfaithful")

@@ -235,7 +235,7 @@ def load_labels(path: str | Path = CALIBRATION_FILE) -> list[dict]:
 def matcher_agreement(items: Sequence[dict] | None = None, share: float = MATCH_SHARE) -> dict:
     """Accuracy and Cohen's kappa of the matcher ("this question names this interpretation") against
     the hand labels, overall, without the borderline items, and per source; disagreements listed."""
-    from racq.eval.significance import agreement
+    from racq.scoring.agreement import agreement
 
     items = load_labels() if items is None else items
     flags = []

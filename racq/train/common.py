@@ -16,6 +16,7 @@ from typing import Sequence
 from racq.config import REPO_ROOT, TrainConfig
 from racq.data import Example, Passage, load_examples
 from racq.prompts import has_chat_template, passage_prompt_messages, query_prompt_messages
+from racq.retrieval.named import named_loader
 
 
 class RunDataError(ValueError):
@@ -27,7 +28,8 @@ def select_examples(cfg: TrainConfig, split: str, limit: int = 0) -> list[Exampl
     question, in a seeded shuffled order."""
     import random
 
-    exs = [e for e in load_examples(cfg.datasets, split=split, data_file=cfg.data or None, index=cfg.index or None)
+    exs = [e for e in load_examples(cfg.datasets, split=split, data_file=cfg.data or None,
+                                    index=named_loader(cfg.index))
            if e.passages and e.gold_question]
     if not exs and cfg.data:
         raise RunDataError(f"{cfg.data} has no {split} rows to train on (`racq data stats --data {cfg.data}` counts "
@@ -44,7 +46,7 @@ def check_run_data(cfg: TrainConfig) -> None:
     resumed on top of this data's. The first step of a run records the source; a folder from before
     this record existed was made from the shipped datasets (the only data there was)."""
     if cfg.data:  # a bad row fails here, before anything is recorded
-        load_examples(data_file=cfg.data, index=cfg.index or None)
+        load_examples(data_file=cfg.data, index=named_loader(cfg.index))
     run = Path(cfg.run_dir)
     path = run / DATA_SOURCE_FILE
     now = {"data": str(Path(cfg.data).resolve()) if cfg.data else "", "index": cfg.index if cfg.data else ""}

@@ -65,6 +65,19 @@ def test_check_recipe_command_prints_ok_or_the_error_per_file(tmp_path):
     assert f"error: {bad}: unknown key `deepspeed_config.zero_stge`" in result.output
 
 
+def test_a_gpu_recipe_and_its_deepspeed_config_must_agree(tmp_path):
+    from racq.cli import app
+
+    recipe = _typo(tmp_path, RECIPE, "grad_accum: 4", "grad_accum: 2")
+    result = CliRunner().invoke(app, ["train", "check-recipe", str(recipe), str(ZERO2), str(MULTI)])
+    assert result.exit_code == 1, result.output
+    assert (f"error: {recipe} with {ZERO2}: deepspeed_config.gradient_accumulation_steps 4 vs grad_accum 2"
+            in result.output)
+    assert f"with {MULTI}" not in result.output  # no DeepSpeed section: nothing to disagree on
+    shipped = CliRunner().invoke(app, ["train", "check-recipe", *map(str, shipped_recipes())])
+    assert shipped.exit_code == 0, shipped.output  # CPU recipes are not cross-checked with GPU launches
+
+
 @pytest.fixture(scope="module")
 def tiny_llama31(tmp_path_factory, real_tokenizer):
     """Llama-3.1-8B's architecture (LlamaConfig: GQA 4:1, llama3 RoPE, untied embeddings) at tiny sizes."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import List, Optional
 
@@ -19,7 +20,9 @@ def dry_run(cfg, step: str, **kw) -> None:
     from racq.train.plan import dry_run as plan_of, format_plan
 
     with data_errors():
-        print(format_plan(plan_of(cfg, step, **kw)))
+        plan = format_plan(plan_of(cfg, step, **kw))
+    if int(os.environ.get("RANK", "0")) == 0:  # under `accelerate launch` every rank builds it; one prints
+        print(plan)
 
 
 # ------------------------------------------------------------------ training
@@ -138,16 +141,25 @@ def check_recipe_cmd(paths: List[Path] = typer.Argument(..., help="Recipe or acc
     A TrainConfig recipe is loaded as `racq train` loads it; an accelerate config is checked against
     accelerate's own ClusterConfig, its enums and `accelerate launch`'s options (a typo inside
     deepspeed_config is otherwise silently ignored). One line per file; exit 1 when any fails.
-    Example: racq train check-recipe recipes/*.yaml recipes/accelerate/*.yaml
+    A GPU recipe (use_cpu: false) given with accelerate configs is also checked against each of them
+    (DeepSpeed's gradient accumulation and clipping must match the Trainer's; bf16 and use_cpu must agree).
+    Example: racq train check-recipe recipes/llama8b-lora.yaml recipes/accelerate/*.yaml
     """
-    from racq.train.recipes import RecipeError, check_recipe
+    from racq.train.recipes import RecipeError, check_recipe, check_together, recipe_kind
 
-    bad = 0
+    bad, kinds = 0, {}
     for path in paths:
         try:
             print(check_recipe(path))
+            kinds[path] = recipe_kind(path)
         except RecipeError as e:
             bad += 1
             typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+    # a GPU recipe (use_cpu false) given with accelerate configs is meant to be launched with them: they must agree
+    for recipe in [p for p, k in kinds.items() if k == "gpu"]:
+        for accel in [p for p, k in kinds.items() if k == "accelerate"]:
+            for problem in check_together(recipe, accel):
+                bad += 1
+                typer.secho(f"error: {problem}", fg=typer.colors.RED, err=True)
     if bad:
         raise typer.Exit(1)

@@ -166,30 +166,43 @@ def _model_report(trainer) -> dict:
                       f"train_sampling_strategy={args.train_sampling_strategy}")}
 
 
+STAGE_OF = {"sft": "sft", "uncond": "uncond", "dpo": "aligned"}
+
+
+def build_trainer(cfg: TrainConfig, step: str, work_dir: Path, pair_files=None, start: str = "sft",
+                  name: str | None = None):
+    """(trainer, notes): the SFT / DPO trainer `racq train STEP` would build, with its run folder moved to
+    `work_dir` (caches and checkpoints go there). The dry run inspects it; bench/bench_gpu.py trains it."""
+    from racq.models import load_base
+
+    if step not in STAGE_OF:
+        raise ValueError(f"a dry run covers {', '.join(STAGE_OF)}, not {step!r}")
+    name = name or STAGE_OF[step]
+    work = dataclasses.replace(cfg, run_dir=str(work_dir))
+    out = Path(work_dir) / name
+    model, tok = load_base(cfg.base_model)
+    tok.padding_side = "right"  # as the run: training pads on the right
+    if step == "dpo":
+        return _dpo_trainer(work, model, tok, Path(cfg.run_dir), pair_files, start, out)
+    return _sft_trainer(work, model, tok, step == "uncond", out)
+
+
 def dry_run(cfg: TrainConfig, step: str = "sft", pair_files=None, start: str = "sft", name: str | None = None) -> dict:
     """The plan of `racq train STEP` with `cfg` (an ordered dict of lines); writes nothing outside a temp folder."""
-    from racq.models import load_base, resolve_model
+    from racq.models import resolve_model
 
-    if step not in ("sft", "uncond", "dpo"):
-        raise ValueError(f"a dry run covers sft, uncond and dpo, not {step!r}")
-    name = name or {"sft": "sft", "uncond": "uncond", "dpo": "aligned"}[step]
+    name = name or STAGE_OF.get(step, step)
     real_run = Path(cfg.run_dir)
-    with tempfile.TemporaryDirectory(prefix="racq-dry-run-") as tmp:
-        work = dataclasses.replace(cfg, run_dir=tmp)  # caches (ranked passages) go here, not into the run
-        out = Path(tmp) / name
-        model, tok = load_base(cfg.base_model)
-        tok.padding_side = "right"  # as the run: training pads on the right
-        if step == "dpo":
-            trainer, notes = _dpo_trainer(work, model, tok, real_run, pair_files, start, out)
-        else:
-            trainer, notes = _sft_trainer(work, model, tok, step == "uncond", out)
+    with tempfile.TemporaryDirectory(prefix="racq-dry-run-") as tmp:  # not the run folder: nothing is written there
+        trainer, notes = build_trainer(cfg, step, Path(tmp), pair_files, start, name)
         plan = {"step": f"{step} -> adapter {name!r} in {cfg.adapters_dir} (dry run: not written)",
                 "base model": str(resolve_model(cfg.base_model)), **_model_report(trainer),
                 "gradient checkpointing": _checkpointing(trainer), **notes}
         if not cfg.full_finetune:  # the adapter's config as PEFT resolved it ("all-linear" -> module names)
             lc = trainer.model.peft_config["default"]
-            plan["LoRA"] = (f"r {lc.r}, alpha {lc.lora_alpha}, dropout {lc.lora_dropout}, targets "
-                            f"{', '.join(sorted({t.split('.')[-1] for t in lc.target_modules}))} (asked: {cfg.target_modules})")
+            targets = ", ".join(sorted({t.split(".")[-1] for t in lc.target_modules}))
+            plan["LoRA"] = f"r {lc.r}, alpha {lc.lora_alpha}, dropout {lc.lora_dropout}, targets {targets} " \
+                           f"(asked: {cfg.target_modules})"
         plan.update(_first_batch(trainer))
         resume = last_checkpoint(real_run / name)
         plan["resume"] = f"from {resume}" if resume else f"no checkpoint in {real_run / name}: starts fresh"

@@ -174,6 +174,39 @@ def check_recipe(path: str | Path) -> str:
             f"bf16 {cfg.bf16}, use_cpu {cfg.use_cpu})")
 
 
+def recipe_kind(path: str | Path) -> str:
+    """'accelerate', 'gpu' (a TrainConfig recipe with use_cpu: false) or 'cpu', for a file check_recipe passed."""
+    if is_accelerate_config(Path(path), _read_yaml(Path(path))):
+        return "accelerate"
+    return "cpu" if check_train_recipe(Path(path)).use_cpu else "gpu"
+
+
+def _max_grad_norm_default() -> float:
+    from transformers import TrainingArguments
+
+    # trainer_args leaves max_grad_norm at TrainingArguments' default: what DeepSpeed's clipping must match
+    return next(f.default for f in dataclasses.fields(TrainingArguments) if f.name == "max_grad_norm")
+
+
+def check_together(recipe: str | Path, accel: str | Path) -> list[str]:
+    """Where a TrainConfig recipe and the accelerate config it is launched with disagree: transformers
+    refuses DeepSpeed values that mismatch the TrainingArguments (integrations/deepspeed.py, fill_match),
+    and a recipe that trains on the CPU or without bf16 under a bf16 GPU launch is not what was meant."""
+    cfg, acc = check_train_recipe(Path(recipe)), check_accelerate_config(Path(accel))
+    problems, ds = [], acc.get("deepspeed_config") or {}
+    if "gradient_accumulation_steps" in ds and ds["gradient_accumulation_steps"] not in ("auto", cfg.grad_accum):
+        problems.append(f"deepspeed_config.gradient_accumulation_steps {ds['gradient_accumulation_steps']} vs "
+                        f"grad_accum {cfg.grad_accum} (transformers refuses the mismatch)")
+    if "gradient_clipping" in ds and ds["gradient_clipping"] not in ("auto", _max_grad_norm_default()):
+        problems.append(f"deepspeed_config.gradient_clipping {ds['gradient_clipping']} vs the Trainer's max_grad_norm "
+                        f"{_max_grad_norm_default()} (transformers refuses the mismatch)")
+    if acc.get("mixed_precision") == "bf16" and not cfg.bf16:
+        problems.append("mixed_precision bf16 but the recipe has bf16: false")
+    if not acc.get("use_cpu") and cfg.use_cpu:
+        problems.append("a GPU launch (use_cpu false) of a recipe with use_cpu: true (it would train on the CPU)")
+    return [f"{recipe} with {accel}: {p}" for p in problems]
+
+
 def shipped_recipes() -> list[Path]:
     from racq.config import REPO_ROOT
 

@@ -48,7 +48,7 @@ NOT_RUN = {
     "data stats": "the --data Example names a user's file; the plain one runs below",
 }
 # Examples that run for real (in a scratch folder with its own database, users file and index root).
-RUN = ["config", "users add", "export prefs", "export votes", "rate",
+RUN = ["config", "users add", "train check-recipe", "export prefs", "export votes", "rate",
        "models list", "index list", "data stats"]
 
 
@@ -119,6 +119,16 @@ def test_the_parser_refuses_what_a_user_gets_wrong():
         _parse(["rate", "--n-boot", "many"])
 
 
+def _shell(example: list[str]) -> list[str]:
+    """The arguments a shell in the repo root would pass: globs expanded, the repo's files as absolute paths
+    (the Examples run in a scratch folder)."""
+    out = []
+    for a in example:
+        hits = sorted(REPO.glob(a)) if any(c in a for c in "*?[") else []
+        out += [str(h) for h in hits] if hits else [str(REPO / a) if "/" in a and (REPO / a).exists() else a]
+    return out
+
+
 @pytest.fixture
 def scratch(tmp_path, monkeypatch):
     """A folder with its own database, adapters, users file and index root; the Examples' relative paths
@@ -140,7 +150,7 @@ def test_cheap_examples_run(name, scratch):
     runnable = [ex for ex in examples if "--data" not in ex and "--db" not in ex and "--index" not in ex]
     assert runnable, f"racq {name}: no Example runs without a user's own file"
     for ex in runnable:
-        result = CliRunner().invoke(app, ex)
+        result = CliRunner().invoke(app, _shell(ex))
         assert result.exit_code == 0, f"racq {shlex.join(ex)} -> {result.exit_code}\n{result.output}"
     if name == "users add":
         assert "alice" in (scratch / "annotations" / "users.yaml").read_text()

@@ -127,11 +127,15 @@ def lora_config(cfg: TrainConfig):
                       target_modules=targets, task_type="CAUSAL_LM")
 
 
-def trainer_args(cfg: TrainConfig, output_dir: Path, lr: float, epochs: float) -> dict:
-    """Arguments shared by SFTConfig and DPOConfig (CPU-safe: use_cpu, no bf16, no checkpointing)."""
+def trainer_args(cfg: TrainConfig, output_dir: Path, lr: float, epochs: float, on_cpu: bool | None = None) -> dict:
+    """Arguments shared by SFTConfig and DPOConfig (CPU-safe: use_cpu, no bf16, no checkpointing).
+
+    `on_cpu=None` decides from cfg.use_cpu and this machine; `racq train --dry-run` passes False to build
+    the arguments a GPU box would get (racq.train.plan)."""
     import torch
 
-    on_cpu = cfg.use_cpu or not torch.cuda.is_available()
+    if on_cpu is None:
+        on_cpu = cfg.use_cpu or not torch.cuda.is_available()
     return dict(output_dir=str(output_dir), per_device_train_batch_size=cfg.batch_size,
                 per_device_eval_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
                 learning_rate=lr, num_train_epochs=epochs, max_steps=cfg.max_steps,

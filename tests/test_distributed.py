@@ -27,7 +27,7 @@ from racq.config import TrainConfig, load_config
 from racq.data import Passage
 
 RECIPE = REPO / "recipes" / "accelerate" / "cpu-2proc.yaml"  # main_process_port 0: accelerate picks a free port
-SETS = {"t1_limit": 10, "t2_limit": 8, "eval_examples": 2, "max_steps": 2, "batch_size": 2, "tries": 2,
+SETS = {"t1_limit": 10, "t2_limit": 4, "eval_examples": 2, "max_steps": 2, "batch_size": 2, "tries": 2,
         "max_new_tokens": 6, "gen_batch_size": 2, "chosen": "gold", "passage_tokens": 24, "warmup_steps": 0,
         # equal data per optimizer step: no dropout draws (they differ per rank), no length grouping
         # (its groups depend on the per-device batch)
@@ -37,7 +37,9 @@ SETS = {"t1_limit": 10, "t2_limit": 8, "eval_examples": 2, "max_steps": 2, "batc
 SFT_TOL = {"loss": 1e-4, "weight": 1e-5}
 # DPO+NLL: most likely the NLL term, a token mean within each rank's batch that DDP then averages over ranks,
 # which is not the token mean over the global batch: losses differ slightly (seen: 8e-4 on a loss of ~6.1).
-DPO_TOL = {"loss": 5e-3, "weight": 1e-4}
+# Adam turns such small gradient differences into whole-step differences on near-zero gradient entries, so
+# the weights are compared by their change from the start adapter: |delta2 - delta1| / |delta2| (L2 norms).
+DPO_TOL = {"loss": 5e-3, "delta": 0.05}
 
 
 def launch(args: list[str], log: Path) -> str:
@@ -62,7 +64,7 @@ def weights(adapter: Path) -> dict:
     return load_file(str(adapter / "adapter_model.safetensors"))
 
 
-def assert_same_training(two: Path, one: Path, tol: dict,
+def assert_same_training(two: Path, one: Path, tol: dict, start: Path | None = None,
                          keys=("train_loss_first", "train_loss_last", "train_loss_mean")):
     m2, m1 = (json.loads((p / "manifest.json").read_text()) for p in (two, one))
     assert (m2["world_size"], m2["effective_batch"]) == (2, 4) and (m1["world_size"], m1["effective_batch"]) == (1, 4)
@@ -71,8 +73,14 @@ def assert_same_training(two: Path, one: Path, tol: dict,
         assert abs(m2["metrics"][k] - m1["metrics"][k]) < tol["loss"], (k, m2["metrics"][k], m1["metrics"][k])
     w2, w1 = weights(two), weights(one)
     assert set(w2) == set(w1)
-    gap = max((w2[k] - w1[k]).abs().max().item() for k in w2)
-    assert gap < tol["weight"], gap
+    if start is None:
+        gap = max((w2[k] - w1[k]).abs().max().item() for k in w2)
+        assert gap < tol["weight"], gap
+        return
+    w0 = weights(start)
+    moved = sum(((w2[k] - w0[k]) ** 2).sum().item() for k in w2) ** 0.5
+    apart = sum(((w2[k] - w1[k]) ** 2).sum().item() for k in w2) ** 0.5
+    assert moved > 0 and apart / moved < tol["delta"], (apart, moved)
 
 
 @pytest.fixture(scope="module")
@@ -131,9 +139,9 @@ def test_dpo_on_two_ranks_matches_one_process(two_ranks, tmp_path):
     pairs = Path(cfg.run_dir) / "pairs.jsonl"
     from racq.train.pairs import read_pairs
 
-    assert len(list(read_pairs(pairs))) == 8  # 2 full steps of 4 in both runs: the same rows per step
+    assert len(list(read_pairs(pairs))) == 4  # = the effective batch: every step trains on all rows in both runs
     one = one_rank(cfg, tmp_path, adapters_dir=str(adapters))
-    assert_same_training(Path(cfg.adapters_dir) / "aligned", train_dpo(one, [pairs]), DPO_TOL)
+    assert_same_training(Path(cfg.adapters_dir) / "aligned", train_dpo(one, [pairs]), DPO_TOL, start=adapters / "sft")
 
 
 def make_votes(path: Path):
@@ -177,7 +185,8 @@ def test_a_from_votes_round_on_two_ranks_is_recorded_once_and_matches_one_proces
                               run_dir=str(tmp_path / "one" / "run"))
     train_round(one, db1)
     two_ad = tmp_path / "two" / "adapters" / "aligned-r1"
-    assert_same_training(two_ad, tmp_path / "one" / "adapters" / "aligned-r1", DPO_TOL)
+    assert_same_training(two_ad, tmp_path / "one" / "adapters" / "aligned-r1", DPO_TOL,
+                         start=tmp_path / "one" / "adapters" / "aligned")
     assert json.loads((two_ad / "manifest.json").read_text())["round_id"] == rnd["id"]
     sm = StageModel.load(tiny_lm, tmp_path / "two" / "adapters")
     assert sm.stages == ["base", "sft", "aligned", "aligned-r1"]

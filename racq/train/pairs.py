@@ -130,8 +130,8 @@ def build_pairs(cfg: TrainConfig, out_path: Path | None = None, stage_model=None
     examples = select_examples(cfg, "t2", cfg.t2_limit)
     ranked = rank_own_passages(examples, cfg.embedder, cfg.top_k, Path(cfg.run_dir) / "ranked-t2.json")
     order = [e.topic_id for e in examples]
-    if dist.is_main():
-        merge_shards(out_path, order)  # what a killed multi-rank run left: it counts as done
+    # what a killed multi-rank run left counts as done (then the final merge restores example order)
+    leftovers = merge_shards(out_path, order) if dist.is_main() else 0
     dist.barrier()
     done = _done_keys(out_path)
     ws, rk, bs = dist.world_size(), dist.rank(), cfg.gen_batch_size
@@ -158,19 +158,19 @@ def build_pairs(cfg: TrainConfig, out_path: Path | None = None, stage_model=None
             fh.flush()
             os.fsync(fh.fileno())
             bar.update(len(todo))
-    return _finish(out_path, order, stats)
+    return _finish(out_path, order, stats, resort=leftovers > 0)
 
 
 COUNTS = ("written", "dropped_identical", "dropped_no_question", "dropped_not_more_faithful")
 
 
-def _finish(out_path: Path, order: list[str], stats: dict) -> dict:
-    """Sum the ranks' counts, merge their shards (rank 0) and write pairs.stats.json; every rank
-    returns rank 0's stats."""
+def _finish(out_path: Path, order: list[str], stats: dict, resort: bool) -> dict:
+    """Sum the ranks' counts, merge their shards (rank 0; `resort`: put the file in example order even
+    without shards) and write pairs.stats.json; every rank returns rank 0's stats."""
     every = dist.gather(stats)  # also waits until every rank has closed its shard
     if dist.is_main():
         stats = {**stats, **{k: sum(s[k] for s in every) for k in COUNTS}}
-        merge_shards(out_path, order)
+        merge_shards(out_path, order, always=resort)
         stats["total_pairs"] = sum(1 for _ in read_pairs(out_path)) if out_path.exists() else 0
         (out_path.parent / "pairs.stats.json").write_text(json.dumps(stats, indent=2))
     return dist.share(stats)
@@ -181,15 +181,15 @@ def shard_path(out_path: Path, rank: int) -> Path:
     return out_path.with_name(f"{out_path.stem}.rank{rank}{out_path.suffix}")
 
 
-def merge_shards(out_path: Path, order: list[str]) -> int:
+def merge_shards(out_path: Path, order: list[str], always: bool = False) -> int:
     """Fold the rank shard files into `out_path` (atomically) and delete them; returns how many shards.
 
     Each example is a pair row (when kept) followed by its done marker; the merged file holds every
     finished example once, in `order` (examples from other selections first, as found), which is the
     file one process writes. A pair row without its marker (a torn write) is dropped: the example is
-    not done and is sampled again."""
+    not done and is sampled again. With no shards the file is left as it is, unless `always`."""
     shards = sorted(out_path.parent.glob(f"{out_path.stem}.rank*{out_path.suffix}"))
-    if not shards:
+    if not shards and not (always and out_path.exists()):
         return 0
     groups: dict[str, list[str]] = {}
     for path in ([out_path] if out_path.exists() else []) + shards:

@@ -23,8 +23,14 @@ from pathlib import Path
 import pytest
 
 from apphelpers import APP_ENV, REPO
-from racq.config import TrainConfig, load_config
+from racq.config import GenConfig, PromptConfig, TrainConfig, load_config
 from racq.data import Passage
+from racq.feedback import train_round
+from racq.store import (add_annotator, add_candidate, add_query_with_passages, list_rounds, make_items, open_db,
+                        record_vote, votes_of_round)
+from racq.train.dpo import train_dpo
+from racq.train.pairs import build_pairs, read_pairs, shard_path
+from racq.train.sft import train_sft
 
 RECIPE = REPO / "recipes" / "accelerate" / "cpu-2proc.yaml"  # main_process_port 0: accelerate picks a free port
 SETS = {"t1_limit": 10, "t2_limit": 4, "eval_examples": 2, "max_steps": 2, "batch_size": 2, "tries": 2,
@@ -112,8 +118,6 @@ def test_rank0_alone_wrote_the_adapters_manifests_and_run_records(two_ranks):
 
 
 def test_sft_on_two_ranks_matches_one_process_with_the_same_effective_batch(two_ranks, tmp_path):
-    from racq.train.sft import train_sft
-
     cfg, _ = two_ranks
     one = one_rank(cfg, tmp_path, adapters_dir=str(tmp_path / "adapters1"))
     assert_same_training(Path(cfg.adapters_dir) / "sft", train_sft(one), SFT_TOL,
@@ -121,8 +125,6 @@ def test_sft_on_two_ranks_matches_one_process_with_the_same_effective_batch(two_
 
 
 def test_sharded_pairs_are_the_file_one_process_writes(two_ranks, tmp_path):
-    from racq.train.pairs import build_pairs, read_pairs
-
     cfg, _ = two_ranks
     one = one_rank(cfg, tmp_path)  # the same sft/uncond adapters, one process
     stats = build_pairs(one)
@@ -133,14 +135,10 @@ def test_sharded_pairs_are_the_file_one_process_writes(two_ranks, tmp_path):
 
 
 def test_dpo_on_two_ranks_matches_one_process(two_ranks, tmp_path):
-    from racq.train.dpo import train_dpo
-
     cfg, _ = two_ranks
     adapters = tmp_path / "adapters1"
     shutil.copytree(Path(cfg.adapters_dir) / "sft", adapters / "sft")
     pairs = Path(cfg.run_dir) / "pairs.jsonl"
-    from racq.train.pairs import read_pairs
-
     assert len(list(read_pairs(pairs))) == 4  # = the effective batch: every step trains on all rows in both runs
     one = one_rank(cfg, tmp_path, adapters_dir=str(adapters), batch_size=2, grad_accum=2)
     assert_same_training(Path(cfg.adapters_dir) / "aligned", train_dpo(one, [pairs]), DPO_TOL, start=adapters / "sft")
@@ -148,8 +146,6 @@ def test_dpo_on_two_ranks_matches_one_process(two_ranks, tmp_path):
 
 def make_votes(path: Path):
     """A database with 4 usable preference pairs over 3 queries x 3 stages (as tests/test_feedback.py)."""
-    from racq.store import add_annotator, add_candidate, add_query_with_passages, make_items, open_db, record_vote
-
     db = open_db(path)
     for q in range(3):
         ps = [Passage(f"Topic {q}", f"Passage about topic {q} in 19{q}0."), Passage("Other", f"More on {q}.")]
@@ -167,9 +163,7 @@ def make_votes(path: Path):
 
 
 def test_a_from_votes_round_on_two_ranks_is_recorded_once_and_matches_one_process(two_ranks, tiny_lm, tmp_path):
-    from racq.feedback import train_round
-    from racq.generate import StageModel
-    from racq.store import list_rounds, votes_of_round
+    from racq.generate import StageModel  # imports torch: only in the tests that need it
 
     cfg, _ = two_ranks
     for side in ("two", "one"):
@@ -194,8 +188,6 @@ def test_a_from_votes_round_on_two_ranks_is_recorded_once_and_matches_one_proces
     sm = StageModel.load(tiny_lm, tmp_path / "two" / "adapters")
     assert sm.stages == ["base", "sft", "aligned", "aligned-r1"]
     prompt = sm.passage_prompt("what is topic 1", [Passage("Topic 1", "Passage about topic 1 in 1910.")])
-    from racq.config import GenConfig
-
     texts = sm.generate([prompt] * 2, ["aligned", "aligned-r1"], GenConfig(max_new_tokens=4))
     assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
 
@@ -204,11 +196,13 @@ def test_a_killed_sharded_pairs_run_resumes_to_the_file_one_process_writes(tiny_
     """Shards that a killed 2-rank run left (rank 1 finished batch 1; rank 0 wrote batch 0's first pair row
     but not its marker, then a torn line) are merged first; one process then samples only what is
     missing, with the same per-batch seeds, and ends with the uninterrupted file."""
-    from racq.train.pairs import build_pairs, shard_path
-
     base = {**SETS, "t2_limit": 4, "base_model": str(tiny_lm), "adapters_dir": str(tiny_adapters)}
     fresh = load_config(TrainConfig, None, {**base, "run_dir": str(tmp_path / "fresh")})
-    build_pairs(fresh)
+    from racq.generate import StageModel  # imports torch: only in the tests that need it
+
+    sm = StageModel.load(tiny_lm, tiny_adapters, stages=["sft", "uncond"], include_hidden=True,
+                         prompt=PromptConfig(top_k=fresh.top_k, passage_tokens=fresh.passage_tokens))  # load once
+    build_pairs(fresh, stage_model=sm)
     lines = (Path(fresh.run_dir) / "pairs.jsonl").read_text().splitlines(keepends=True)
     marks = [i for i, line in enumerate(lines) if '"done"' in line]
     batch0, batch1 = lines[:marks[1] + 1], lines[marks[1] + 1:marks[3] + 1]  # gen_batch_size 2: 2 examples a batch
@@ -217,6 +211,7 @@ def test_a_killed_sharded_pairs_run_resumes_to_the_file_one_process_writes(tiny_
     out.parent.mkdir(parents=True)
     shard_path(out, 1).write_text("".join(batch1))
     shard_path(out, 0).write_text(batch0[0] + '{"prompt": [{"role": "sys')
-    stats = build_pairs(killed)
+    shutil.copy(Path(fresh.run_dir) / "ranked-t2.json", out.parent)  # a cache (keyed): no second encode
+    stats = build_pairs(killed, stage_model=sm)
     assert stats["resumed"] == 2 and not list(out.parent.glob("pairs.rank*"))
     assert out.read_bytes() == (Path(fresh.run_dir) / "pairs.jsonl").read_bytes()

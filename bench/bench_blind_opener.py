@@ -70,7 +70,7 @@ def detect(texts: list[str], labels: list[int], seed: int = 0) -> dict:
 def pool_rows(db_path: str) -> tuple[list[dict], dict[int, list[str]]]:
     """Queries of the pool (text, passages) and the trained stages' questions per query."""
     from racq.store import get_query, open_db
-    from racq.store.pool import pool_candidates
+    from racq.store.candidates import pool_candidates
 
     db = open_db(db_path)
     by_query = pool_candidates(db)

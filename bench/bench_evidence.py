@@ -6,7 +6,7 @@ against what the prompt actually shows, per evidence mode (racq.evidence).
 Per example of the split (own passages ranked by the embedder, all of them, as racq.train.common does):
 the prompt's passages for each variant, then
 - evidence ceiling = share of examples whose prompt passages hold evidence for >= 2 of the query's
-  AmbigNQ interpretations (racq.usefulness.evidence), and the mean share of interpretations evidenced;
+  AmbigNQ interpretations (racq.scoring.usefulness.evidence), and the mean share of interpretations evidenced;
 - gold grounded = the gold question offers >= 1 option and every option is supported by the prompt's
   passages (the faithfulness scorer, as `racq eval`'s grounded), and its option support;
 - block tokens = mean length of the passage block in the base model's tokens (the speed cost).
@@ -25,11 +25,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from racq.config import DEFAULT_BASE_MODEL, DEFAULT_EMBEDDER, REPO_ROOT  # noqa: E402
-from racq.evalstats import bootstrap_ci  # noqa: E402
+from racq.eval.significance import bootstrap_ci  # noqa: E402
 from racq.evidence import _ntok, block, prompt_passages  # noqa: E402
-from racq.evaluate import pick_examples  # noqa: E402
+from racq.eval.run import pick_examples  # noqa: E402
 from racq.train.common import rank_own_passages  # noqa: E402
-from racq.usefulness import evidence, interpretations_for  # noqa: E402
+from racq.scoring.usefulness import evidence, interpretations_for  # noqa: E402
 
 VARIANTS = {"lead 3x64": (3, 64, "lead"), "lead 6x32": (6, 32, "lead"), "mmr (3x64 budget)": (3, 64, "mmr"),
             "all own passages, whole (no budget; upper bound)": (1000, 10 ** 6, "lead")}
@@ -77,7 +77,7 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     from transformers import AutoTokenizer
 
-    from racq.faithfulness import Scorer
+    from racq.scoring.faithfulness import Scorer
 
     rows = run(args.split, args.datasets.split(","), AutoTokenizer.from_pretrained(str(DEFAULT_BASE_MODEL)),
                Scorer(), args.limit)

@@ -1,6 +1,6 @@
 """Invented options on queries the corpus does not cover: every stage's question for the no-evidence eval
 set (data/ambignq/noevidence.jsonl.gz, split "eval"; bench/build_noevidence.py), through Explore's path
-(racq.service.Asker.ask_stream, retrieval from the shipped index, greedy, scored by racq.faithfulness).
+(racq.service.Asker.ask_stream, retrieval from the shipped index, greedy, scored by racq.scoring.faithfulness).
 
     .venv/bin/python bench/bench_noevidence.py --threads 2 --out results/noevidence     # ~120 queries
     .venv/bin/python bench/bench_noevidence.py --limit 5                                  # a smoke run

@@ -1,4 +1,4 @@
-"""Candidate-pool generation: batched (racq.pool.build_pool, batch_size 8: prompts of several queries and
+"""Candidate-pool generation: batched (racq.annotation.pool.build_pool, batch_size 8: prompts of several queries and
 stages in one PEFT mixed-adapter `generate` call) against one prompt per call (batch_size 1), same
 queries, same stages, same greedy decoding, each into its own fresh database, in one run.
 
@@ -76,7 +76,7 @@ class Timed:
 
 def run(sm, index, examples, batch_size: int, tokens: int, db_path: Path, adapters: Path) -> dict:
     from racq.config import GenConfig
-    from racq.pool import build_pool
+    from racq.annotation.pool import build_pool
     from racq.store import open_db
 
     db = open_db(db_path)
@@ -113,7 +113,7 @@ def main(argv=None) -> int:
 
     from racq.data import load_examples
     from racq.generate import StageModel
-    from racq.pool import pick_queries
+    from racq.annotation.pool import pick_queries
     from racq.retrieval import Index
 
     if args.threads:

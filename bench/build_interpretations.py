@@ -1,5 +1,5 @@
 """Build data/ambignq/interpretations.jsonl.gz: AmbigNQ's human interpretations of the PaQa and
-CAmbigNQ queries (the usefulness reference of racq.usefulness).
+CAmbigNQ queries (the usefulness reference of racq.scoring.usefulness).
 
     .venv/bin/python bench/build_interpretations.py --ambignq ../shared/data/ambignq/dev_light.json
 
@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from racq.data import load_examples, normalise_query  # noqa: E402
-from racq.usefulness import INTERPRETATIONS_FILE  # noqa: E402
+from racq.scoring.usefulness import INTERPRETATIONS_FILE  # noqa: E402
 
 
 def build(ambignq: Path, out: Path, datasets=("paqa", "cambignq")) -> dict:

@@ -7,10 +7,10 @@ shipped corpus (the PaQa + CAmbigNQ passages `racq index build` embeds), for the
 The rule (`topic_overlap`; it looks at the whole corpus, never at retrieval, so the set is independent of
 the coverage signal it tests). An AmbigNQ train question with a `multipleQAs` annotation is kept only when
 1. it is not a query of any shipped record (normalised as racq.data.normalise_query);
-2. no answer of any of its interpretations occurs, as a phrase of normalised tokens (racq.options.
+2. no answer of any of its interpretations occurs, as a phrase of normalised tokens (racq.scoring.options.
    norm_tokens: lower-case, stemmed, numbers folded), in any corpus passage text or title -- answers made
    only of numbers (years, counts) are not checked: a bare "1987" names no topic and is in every corpus;
-3. no bigram of its content words (racq.options.content_tokens, adjacent after stopwords are dropped) is
+3. no bigram of its content words (racq.scoring.options.content_tokens, adjacent after stopwords are dropped) is
    a bigram of content words of any passage text or title ("simpson 1", "1 air": a topic's names and its
    fixed phrases);
 4. no passage title (its parenthetical dropped, >= 1 non-number content word) has all its content words
@@ -18,7 +18,7 @@ the coverage signal it tests). An AmbigNQ train question with a `multipleQAs` an
    past rule 3.
 The questions kept are shuffled with `--seed`; the first `--n` form split "eval" and the next `--n-calib`
 split "calibration". Each line is {key, id, question, annotations, split}, `annotations` every
-multipleQAs annotation's qaPairs unchanged (racq.usefulness.load_interpretations reads the file). The
+multipleQAs annotation's qaPairs unchanged (racq.scoring.usefulness.load_interpretations reads the file). The
 gzip has a fixed mtime: the same input gives the same bytes.
 """
 
@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from racq.config import DATA_DIR  # noqa: E402
 from racq.data import Passage, normalise_query  # noqa: E402
-from racq.options import content_tokens, is_number, norm_tokens  # noqa: E402
+from racq.scoring.options import content_tokens, is_number, norm_tokens  # noqa: E402
 
 OUT = DATA_DIR / "ambignq" / "noevidence.jsonl.gz"
 _PAREN = re.compile(r"\([^)]*\)")

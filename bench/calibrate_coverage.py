@@ -37,7 +37,7 @@ def auc(pos, neg) -> float:
 
 
 def features(index, queries, k: int = 3) -> np.ndarray:
-    from racq.options import content_tokens
+    from racq.scoring.options import content_tokens
 
     rows = []
     for q, hits in zip(queries, index.search_many(queries, k)):

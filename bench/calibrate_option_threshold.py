@@ -7,7 +7,7 @@ supported by the example's first `--top-k` passages (what a prompt shows; every 
 unit). Negatives: options of the gold questions of the *nearest other queries* (by embedding;
 plausible but foreign facets) that are not lexically supported by this example's passages, put in
 this example's frame. For each, the best cosine
-between the embedded option (alone, and in its frame = what racq.faithfulness uses) and the passage
+between the embedded option (alone, and in its frame = what racq.scoring.faithfulness uses) and the passage
 units. Prints the ROC AUC and, for a few false-support rates, the threshold and the true-support rate.
 
 Limit: positives are lexically present, so they are easier than real paraphrases; the threshold is
@@ -33,8 +33,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from racq.data import load_examples  # noqa: E402
-from racq.faithfulness import FaithfulnessConfig, Scorer, option_in_frame  # noqa: E402
-from racq.options import extract_options, is_number  # noqa: E402
+from racq.scoring.faithfulness import FaithfulnessConfig, Scorer, option_in_frame  # noqa: E402
+from racq.scoring.options import extract_options, is_number  # noqa: E402
 
 
 def auc(pos: list[float], neg: list[float]) -> float:

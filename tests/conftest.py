@@ -8,18 +8,18 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("RACQ_SAMPLER_SEED", "20251")  # = apphelpers.APP_ENV: racq.store.pool seeds at import
+os.environ.setdefault("RACQ_SAMPLER_SEED", "20251")  # = apphelpers.APP_ENV: racq.store.candidates seeds at import
 
 import pytest  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
 def _replayable_sampler():
-    """Each test starts the sampler's default RNG (racq.store.pool._RNG, used by in-process apps) from
+    """Each test starts the sampler's default RNG (racq.store.candidates._RNG, used by in-process apps) from
     the same seed the subprocess apps get (apphelpers.APP_ENV), whatever ran before it."""
     import sys
 
-    pool = sys.modules.get("racq.store.pool")  # not loaded yet: it seeds itself from the env at import
+    pool = sys.modules.get("racq.store.candidates")  # not loaded yet: it seeds itself from the env at import
     if pool is not None:
         from apphelpers import APP_ENV
 

@@ -69,10 +69,10 @@ def test_build_writes_disjoint_seeded_splits(tmp_path):
     src.write_text(json.dumps(items))
     bn.build(src, out, n=3, n_calib=2, seed=5, passages=CORPUS, shipped={"who won the world cup"})
     assert out.read_bytes() == first
-    from racq.usefulness import load_interpretations
+    from racq.scoring.usefulness import load_interpretations
 
     interps = load_interpretations(str(out))
-    assert {len(v) for v in interps.values()} == {2}  # racq.usefulness reads it as an interpretations file
+    assert {len(v) for v in interps.values()} == {2}  # racq.scoring.usefulness reads it as an interpretations file
 
 
 def test_shipped_set_is_the_documented_size():
@@ -128,7 +128,7 @@ def test_guard_keeps_only_supported_options_or_asks_a_generic_question():
 
 
 def test_guarded_questions_offer_no_unsupported_option():
-    from racq.faithfulness import FaithfulnessConfig, Scorer
+    from racq.scoring.faithfulness import FaithfulnessConfig, Scorer
 
     scorer = Scorer(FaithfulnessConfig(use_semantic=False))
     for q in ["Do you mean France, Brazil or Croatia?", "Which one: Russia, or Peru?", "Mars or Venus?"]:
@@ -176,7 +176,7 @@ def test_ask_stream_carries_coverage_and_guards_uncovered_queries(passage_index)
 
 def test_tiny_model_stages_never_show_an_unsupported_option_when_not_covered(tiny_lm, tiny_adapters,
                                                                               passage_index):
-    from racq.faithfulness import FaithfulnessConfig, Scorer
+    from racq.scoring.faithfulness import FaithfulnessConfig, Scorer
     from racq.generate import StageModel
     from racq.retrieval import Index
     from racq.service import Asker

@@ -25,7 +25,7 @@ import pytest
 from apphelpers import APP_ENV, REPO
 from racq.config import GenConfig, PromptConfig, TrainConfig, load_config
 from racq.data import Passage
-from racq.feedback import train_round
+from racq.annotation.retrain import train_round
 from racq.store import (add_annotator, add_candidate, add_query_with_passages, list_rounds, make_items, open_db,
                         record_vote, votes_of_round)
 from racq.train.dpo import train_dpo

@@ -17,14 +17,15 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from racq.calibration import calibration_agreement, load_calibration
+from racq.scoring.calibration import calibration_agreement, load_calibration
 from racq.data import Passage
-from racq.evalreport import PAPER_ROUGE_L, paper_table
-from racq.evalstats import agreement, bootstrap_ci, paired_test
-from racq.evaluate import EvalConfig, EvalError, evaluate, pick_examples
-from racq.faithfulness import FaithfulnessConfig, Scorer
+from racq.eval.report import PAPER_ROUGE_L, paper_table
+from racq.eval.significance import bootstrap_ci, paired_test
+from racq.scoring.agreement import agreement
+from racq.eval.run import EvalConfig, EvalError, evaluate, pick_examples
+from racq.scoring.faithfulness import FaithfulnessConfig, Scorer
 from racq.generate import StageModel
-from racq.metrics import METRICS
+from racq.scoring.metrics import METRICS
 from racq.retrieval import Index
 
 # The metric's kappa against the 150 hand labels, measured with the default Scorer when the set was

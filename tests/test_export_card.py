@@ -1,4 +1,4 @@
-"""Exports in CSV and their dataset cards (racq.datacard), on a real SQLite file: the card's counts are
+"""Exports in CSV and their dataset cards (racq.annotation.datacard), on a real SQLite file: the card's counts are
 the database's, the CSV parses with the csv module, the card names the passages' licence and never
 overwrites a README it did not write; and the README's read-only `sqlite-utils` commands run as
 documented.
@@ -22,12 +22,12 @@ import pytest
 from typer.testing import CliRunner
 
 from apphelpers import REPO, rows, synthetic_pool
-from racq import rating
+from racq.annotation import rating
 from racq.data import Passage, load_examples
-from racq.datacard import card_path
-from racq.prefs import export_prefs
+from racq.annotation.datacard import card_path
+from racq.annotation.prefs import export_prefs, export_votes
 from racq.store import (add_annotator, add_candidate, add_query_with_passages, effective_votes,
-                        export_votes, finish_round, link_round_votes, make_items, open_db, preference_pairs,
+                        finish_round, link_round_votes, make_items, open_db, preference_pairs,
                         record_round, record_vote, undo_last)
 
 # (annotator, item index, outcome): ana and bob agree on items 0 and 9, disagree on 1, tie on 2

@@ -13,9 +13,9 @@ import pytest
 import yaml
 
 from racq.data import Passage
-from racq.faithfulness import FaithfulnessConfig, NLIScorer, Scorer, fact_table, parent_scores, split_units
+from racq.scoring.faithfulness import FaithfulnessConfig, NLIScorer, Scorer, fact_table, parent_scores, split_units
 from racq.models import ModelMissing
-from racq.options import extract_options, norm_tokens
+from racq.scoring.options import extract_options, norm_tokens
 
 CASES = yaml.safe_load((Path(__file__).parent / "data" / "option_cases.yaml").read_text())
 
@@ -92,7 +92,7 @@ WORLD_CUP = [Passage("FIFA Women's World Cup", "The United States won the 2015 F
     ("Which one?", False),
 ])
 def test_a_repeated_option_is_detected_and_counted_once(question, repeats):
-    from racq.options import extract_options, repeats_option
+    from racq.scoring.options import extract_options, repeats_option
 
     assert repeats_option(question, "what part of cow") is repeats
     texts = [o.text for o in extract_options(question, "what part of cow")]
@@ -176,7 +176,7 @@ def test_fact_table_holds_only_query_and_passages():
 
 
 def test_module_level_score_uses_one_default_scorer(scorer):
-    from racq import faithfulness
+    from racq.scoring import faithfulness
 
     q = "Do you mean the 2014 or the 1998 World Cup?"
     first = faithfulness.score("who won the world cup", WORLD_CUP, q)

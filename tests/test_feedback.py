@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from racq.cli import app
 from racq.data import Passage
-from racq.feedback import FeedbackError, mix_synthetic, progress_callback, train_round, usable_pairs
+from racq.annotation.retrain import FeedbackError, mix_synthetic, progress_callback, train_round, usable_pairs
 from racq.models import list_stages, next_round_name
 from racq.store import (add_annotator, add_candidate, add_query_with_passages, get_round, list_rounds, make_items,
                         open_db, record_vote, rounds_of_vote, votes_of_round)
@@ -239,7 +239,7 @@ def test_feedback_screen_trains_in_a_worker_and_loads_the_stage(voted, tiny_lm, 
         shutil.copytree(adapters / "aligned", adapters / "aligned-r1")  # what training writes
         return {"stage": "aligned-r1", "round_id": 7, "n_human_pairs": 4, "n_synthetic_pairs": 0}
 
-    monkeypatch.setattr("racq.feedback.train_round", fake_round)
+    monkeypatch.setattr("racq.annotation.retrain.train_round", fake_round)
     ctx, admin = _admin_context(db, tiny_lm, adapters)
     assert "aligned-r1" not in ctx.asker().stages
     updates = list(screen.train_updates(ctx, 0.0, admin))

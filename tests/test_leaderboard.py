@@ -1,4 +1,4 @@
-"""The leaderboard's data (racq.leaderboard) and the screen's refresh, on a real SQLite file with votes
+"""The leaderboard's data (racq.annotation.standings) and the screen's refresh, on a real SQLite file with votes
 whose answer is known: aligned beats sft beats base, two annotators overlap, one leans left. Then the
 real app with a users file: what `/leaderboard` tells an annotator, a visitor and an admin.
 
@@ -20,8 +20,8 @@ import pytest
 
 from apphelpers import STAGE_WORDS, AppServer, Rest, shown_token, synthetic_pool, write_config, write_users
 from racq.data import Passage
-from racq import rating
-from racq.leaderboard import (annotator_table, bt_figure, format_text, leaderboard, matrix_table, provisional_notice,
+from racq.annotation import rating
+from racq.annotation.standings import (annotator_table, bt_figure, format_text, leaderboard, matrix_table, provisional_notice,
                               stage_table)
 from racq.store import add_annotator, add_candidate, add_query_with_passages, make_items, open_db, record_vote
 from racq.store.scores import add_scores, stage_scores

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from racq.metrics import METRICS, reference_scores, reference_scores_batch
+from racq.scoring.metrics import METRICS, reference_scores, reference_scores_batch
 
 GOLD = "Are you looking for the men's or women's World Rapid Chess Championship in Riyadh in 2017?"
 

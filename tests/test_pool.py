@@ -1,4 +1,4 @@
-"""racq.pool on a tiny random model, a bag-of-words index over a small corpus and a real SQLite file.
+"""racq.annotation.pool on a tiny random model, a bag-of-words index over a small corpus and a real SQLite file.
 
     HF_HUB_OFFLINE=1 .venv/bin/pytest tests/test_pool.py -q
 """
@@ -15,9 +15,9 @@ import pytest
 
 from racq.config import GenConfig, PromptConfig
 from racq.data import Example, Passage
-from racq.faithfulness import FaithfulnessConfig, Scorer
+from racq.scoring.faithfulness import FaithfulnessConfig, Scorer
 from racq.models import list_stages
-from racq.pool import PoolError, build_pool, pick_queries
+from racq.annotation.pool import PoolError, build_pool, pick_queries
 from racq.retrieval import Index
 from racq.store import finish_round, open_db, record_round
 from racq.store.scores import stage_scores

@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 
 from racq.config import GenConfig
 from racq.data import DataError, Passage
-from racq.faithfulness import FaithfulnessConfig, Scorer
-from racq.pool import build_pool
+from racq.scoring.faithfulness import FaithfulnessConfig, Scorer
+from racq.annotation.pool import build_pool
 from racq.queries import query_id, read_queries
 from racq.retrieval import Index
 from racq.tiny import BagOfWords

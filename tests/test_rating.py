@@ -1,11 +1,11 @@
-"""racq.rating on synthetic vote rows and textbook examples with published answers."""
+"""racq.annotation.rating on synthetic vote rows and textbook examples with published answers."""
 
 import math
 
 import numpy as np
 import pytest
 
-from racq import rating
+from racq.annotation import rating
 
 
 def vote(left, right, outcome, annotator="a", item=0, lc=1, rc=2):

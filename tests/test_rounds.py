@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 from apphelpers import APP_ENV, REPO, synthetic_pool
 from racq.cli import app
 from racq.config import TrainConfig
-from racq.feedback import FeedbackError, train_round
+from racq.annotation.retrain import FeedbackError, train_round
 from racq.store import (ROUND_LEASE, LeaseHeld, acquire_lease, add_annotator, fail_stale_rounds, get_lease,
                         get_round, held_lease, list_rounds, open_db, record_vote, release_lease, renew_lease)
 from racq.store.leases import LeaseLost

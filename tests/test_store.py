@@ -12,9 +12,9 @@ import pytest
 import sqlite_utils
 
 from racq.data import Passage
-from racq.prefs import export_prefs
+from racq.annotation.prefs import export_prefs, export_votes
 from racq.store import (MIGRATIONS, WITHDRAWN, StoreError, add_annotator, add_candidate,
-                        add_query_with_passages, all_votes, applied, effective_votes, export_votes, finish_round,
+                        add_query_with_passages, all_votes, applied, effective_votes, finish_round,
                         get_annotator, get_round, link_round_votes, make_items, migrate, next_item, open_db,
                         preference_pairs, progress, record_round, record_vote, rounds_of_vote,
                         stage_of_candidate, undo_last, votes_for_annotator, votes_of_round)

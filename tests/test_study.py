@@ -1,4 +1,4 @@
-"""Study files (racq.study, `--study`): a valid one changes what the real app serves (guidelines, skip
+"""Study files (racq.annotation.study, `--study`): a valid one changes what the real app serves (guidelines, skip
 reasons, button labels, its own database, no reveal), and every kind of bad file is refused before a
 server starts, naming the file and the key.
 
@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from apphelpers import (APP_ENV, REPO, STAGE_WORDS, AppServer, CallFailed, Rest, rows, shown_token, synthetic_pool,
                         write_config)
 from racq.store import open_db
-from racq.study import OUTCOME_LABELS, SKIP_REASONS, StudyConfig, StudyError, load_study
+from racq.annotation.study import OUTCOME_LABELS, SKIP_REASONS, StudyConfig, StudyError, load_study
 from racq.ui import AppConfig, annotate, apply_study
 
 GUIDE = "# Pilot guidelines\n\nPrefer the question whose options **all** appear in the passages (marker 7f3a).\n"
@@ -164,5 +164,5 @@ def test_app_py_and_racq_app_stop_on_a_bad_study_before_serving(tmp_path, monkey
 
     monkeypatch.setattr(racq.ui, "launch", served)
     result = CliRunner().invoke(app, ["app", "--study", str(path)])
-    assert result.exit_code == 1 and "skip_reasons: the list is empty" in result.output, result.output
+    assert result.exit_code == 2 and "skip_reasons: the list is empty" in result.output, result.output
     assert not (tmp_path / "never.db").exists()  # nothing was created for a study that did not start

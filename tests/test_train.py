@@ -85,7 +85,7 @@ def test_pairs_file_is_trl_ready_with_provenance(chain):
 def test_faithfulness_filter_keeps_the_most_faithful_chosen_and_least_faithful_rejected(tiny_lm, tmp_path):
     """Several candidates per side, ranked by the scorer: every kept pair's chosen outranks its rejected,
     the kept candidates are the extreme ones, and every example is accounted for."""
-    from racq.faithfulness import FaithfulnessConfig, Scorer
+    from racq.scoring.faithfulness import FaithfulnessConfig, Scorer
     from racq.train.common import rank_own_passages, select_examples
     from racq.train.pairs import build_pairs, faithfulness_key, read_pairs
     from racq.train.sft import train_sft

@@ -193,7 +193,7 @@ def test_annotate_with_keyboard(page, app, ui_env):
     assert dialogs == [] and page.locator("img[src='x']").count() == 0
 
     if (REPO / "racq" / "ui" / "leaderboard.py").exists():
-        from racq.leaderboard import leaderboard
+        from racq.annotation.standings import leaderboard
         from racq.store import open_db
 
         page.get_by_role("tab", name="Leaderboard").click()

@@ -1,4 +1,4 @@
-"""Usefulness (racq.usefulness), evidence selection (racq.evidence), the decoding guard (racq.decoding)
+"""Usefulness (racq.scoring.usefulness), evidence selection (racq.evidence), the decoding guard (racq.decoding)
 and the faithful-and-useful pair ranking (racq.train.pairs.ranking_key).
 
     HF_HUB_OFFLINE=1 .venv/bin/pytest tests/test_usefulness.py -q
@@ -16,9 +16,9 @@ from racq.data import DataError, Passage, load_examples
 from racq.decoding import NewTextNoRepeatNGram, guard_processors
 from racq.config import GenConfig
 from racq.evidence import block, lead, prompt_passages, _ntok
-from racq.options import extract_options
+from racq.scoring.options import extract_options
 from racq.prompts import format_passages, trim
-from racq.usefulness import (Interpretation, covered, distinct_cores, evidence, interpretations_for,
+from racq.scoring.usefulness import (Interpretation, covered, distinct_cores, evidence, interpretations_for,
                              load_interpretations, load_labels, matcher_agreement, useful_scores, usefulness)
 
 QUERY = "Who won the world cup?"
@@ -57,7 +57,7 @@ def test_a_different_number_is_no_match_and_no_reference_is_unknown():
 
 
 def test_usefulness_grounds_with_the_scorer_and_evidence_finds_answers_in_units():
-    from racq.faithfulness import FaithfulnessConfig, Scorer
+    from racq.scoring.faithfulness import FaithfulnessConfig, Scorer
 
     ps = [Passage("2018 FIFA World Cup", "France won the 2018 men's World Cup in Russia."),
           Passage("2019 FIFA Women's World Cup", "The United States won the 2019 women's World Cup.")]

@@ -14,11 +14,11 @@ import pytest
 
 from apphelpers import Rest, one_torch_thread, serve
 from racq.data import Passage
-from racq.faithfulness import FaithfulnessConfig, Scorer
-from racq.leaderboard import USEFUL_HEADERS, format_text, leaderboard, stage_table
+from racq.scoring.faithfulness import FaithfulnessConfig, Scorer
+from racq.annotation.standings import USEFUL_HEADERS, format_text, leaderboard, stage_table
 from racq.store import add_candidate, add_query_with_passages, open_db
 from racq.store.scores import add_scores, scorer_key
-from racq.usefulness import card_usefulness, interpretations_for
+from racq.scoring.usefulness import card_usefulness, interpretations_for
 
 # Two CAmbigNQ queries with AmbigNQ interpretations (used here as fixtures, nothing is tuned on them)
 FLAG = "how many stars are on the chicago flag"        # 1917 / 1933 / present day since 1939
@@ -120,7 +120,7 @@ def test_explore_cards_show_usefulness(tmp_path, tiny_lm, tiny_adapters, lexical
     ("Which year are you interested in?", False),                    # no options at all
 ])
 def test_echoes_query(question, echo):
-    from racq.options import echoes_query
+    from racq.scoring.options import echoes_query
 
     assert echoes_query(question, FLAG) is echo
 

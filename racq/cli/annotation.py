@@ -44,7 +44,7 @@ def pool_build_cmd(n: Optional[int] = typer.Option(None, "--n", help="Queries in
     Example: racq pool build --n 50 --index mine
     Example: racq pool build --queries my-queries.txt --index mine
     """
-    from racq.pool import build_pool
+    from racq.annotation.pool import build_pool
     from racq.retrieval import RetrievalConfig
     from racq.service import Asker
 
@@ -92,8 +92,8 @@ NoCardOpt = typer.Option(False, "--no-card", help="Do not write the dataset card
 
 
 def _card_for(path: Path, no_card: bool):
-    """Where the export's dataset card goes (racq.datacard.card_path), or None."""
-    from racq.datacard import card_path
+    """Where the export's dataset card goes (racq.annotation.datacard.card_path), or None."""
+    from racq.annotation.datacard import card_path
 
     return None if no_card else card_path(path)
 
@@ -114,7 +114,7 @@ def export_prefs_cmd(path: Path = typer.Argument(..., help="Output file (.jsonl,
     Example: racq export prefs runs/prefs.csv
     """
     from racq.config import DEFAULT_BASE_MODEL
-    from racq.prefs import export_prefs
+    from racq.annotation.prefs import export_prefs
     from racq.store import open_db
 
     folder = tokenizer or (DEFAULT_BASE_MODEL if (DEFAULT_BASE_MODEL / "config.json").exists() else None)
@@ -144,7 +144,8 @@ def export_votes_cmd(path: Path = typer.Argument(..., help="Output file (.jsonl,
     Example: racq export votes runs/votes.jsonl
     Example: racq export votes runs/votes.csv --db annotations/study.example.db
     """
-    from racq.store import export_votes, open_db
+    from racq.annotation.prefs import export_votes
+    from racq.store import open_db
 
     try:
         card = _card_for(path, no_card)
@@ -164,7 +165,7 @@ def rate_cmd(db: Optional[Path] = DbOpt, n_boot: int = typer.Option(1000, help="
 
     Example: racq rate --n-boot 2000
     """
-    from racq.leaderboard import format_text, leaderboard
+    from racq.annotation.standings import format_text, leaderboard
     from racq.store import open_db
 
     try:
@@ -192,16 +193,19 @@ def users_add(name: str = typer.Argument(..., help="Annotator name."),
 
 
 @app.command("app")
-def app_cmd(port: int = typer.Option(7860, help="Port."), host: str = typer.Option("127.0.0.1", help="Interface."),
+def app_cmd(port: Optional[int] = typer.Option(None, help="Port (default 7860, or the --config file's)."),
+            host: Optional[str] = typer.Option(None, help="Interface to bind (default 127.0.0.1)."),
+            db: Optional[Path] = typer.Option(None, "--db", help="Annotation database (default annotations/racq.db)."),
             config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML of AppConfig settings."),
             study: Optional[Path] = typer.Option(None, "--study", help="A study file: its guidelines, skip reasons, "
                                                  "button labels, overlap, reveal and database "
                                                  "(annotations/study.example.yaml shows every key)."),
             index: Optional[str] = typer.Option(None, "--index", help="A named index of your own corpus "
                                                 "(`racq index list`); default: the shipped corpus."),
+            share: bool = typer.Option(False, "--share", help="Also open a public Gradio share link (off by default)."),
             set_: Optional[List[str]] = SetOpt):
-    """Serve the app (same as `python app.py`). One study = one YAML + one database: a bad study file
-    stops here, naming the file and each bad key.
+    """Serve the app (`python app.py` runs this command). One study = one YAML + one database: a bad
+    study file or setting stops here (exit 2), naming the file and each bad key, before any server.
 
     Example: racq app --port 7861 --set users_file=annotations/users.yaml
     Example: racq app --study annotations/study.example.yaml
@@ -209,13 +213,12 @@ def app_cmd(port: int = typer.Option(7860, help="Port."), host: str = typer.Opti
     """
     from racq.ui import AppConfig, apply_study, launch
 
-    sets = [*(set_ or []), f"port={port}", f"host={host}", *([f"study={study}"] if study else []),
-            *([f"index={index}"] if index else [])]
+    given = {"port": port, "host": host, "db": db, "study": study, "index": index}
+    # only what was given: a value in the --config file is not overridden by an option's default
+    sets = [*(set_ or []), *(f"{k}={v}" for k, v in given.items() if v is not None), *(["share=true"] if share else [])]
     try:
         cfg = load_config(AppConfig, config, sets)
         apply_study(cfg)  # before any server: errors name the study file and its keys
     except (ValueError, OSError) as e:
-        fail(str(e))
+        fail(str(e), code=2)  # a usage error, as click and argparse exit
     launch(cfg)
-
-

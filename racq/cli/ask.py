@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 import time
@@ -199,10 +200,11 @@ def data_stats(data: Optional[Path] = DataOpt, index: Optional[str] = IndexOpt):
     Example: racq data stats
     Example: racq data stats --data my-data.jsonl
     """
+    from racq import retrieval
     from racq.data.stats import dataset_stats, format_stats
 
     with data_errors():
-        print(format_stats(dataset_stats(data_file=data, index=index)))
+        print(format_stats(dataset_stats(data_file=data, index=retrieval.named_loader(index))))
 
 
 # ------------------------------------------------------------------ models
@@ -272,20 +274,31 @@ def models_list(all_: bool = typer.Option(False, "--all", help="Include hidden s
               f"{m.get('created', '')}")
 
 
+# `racq config NAME` -> (module, class): every settings class of the project, imported only when asked for
+# (AppConfig's module loads gradio).
+SETTINGS = {"train": ("racq.config", "TrainConfig"), "model": ("racq.config", "ModelConfig"),
+            "prompt": ("racq.config", "PromptConfig"), "gen": ("racq.config", "GenConfig"),
+            "app": ("racq.ui", "AppConfig"), "study": ("racq.annotation.study", "StudyConfig"),
+            "eval": ("racq.eval.run", "EvalConfig"), "retrieval": ("racq.retrieval.config", "RetrievalConfig"),
+            "coverage": ("racq.coverage", "CoverageConfig"), "faithfulness": ("racq.scoring.faithfulness", "FaithfulnessConfig")}
+
+
 @app.command("config")
-def config_show(what: str = typer.Argument("train", help="train | model | prompt | gen | study")):
-    """Every setting with its default and help (study: the keys of a `racq app --study` file).
+def config_show(what: str = typer.Argument("train", help=" | ".join(SETTINGS) + " | all (the names and classes)")):
+    """Every setting of one settings class with its default and help (study: the keys of a
+    `racq app --study` file; app: `racq app --config` and --set).
 
     Example: racq config train
     Example: racq config study
+    Example: racq config all
     """
-    from racq import config as c
-    from racq.study import StudyConfig
-
-    classes = {"train": c.TrainConfig, "model": c.ModelConfig, "prompt": c.PromptConfig, "gen": c.GenConfig,
-               "study": StudyConfig}
-    if what not in classes:
-        fail(f"unknown settings group {what!r}; one of {', '.join(classes)}")
-    print(describe(classes[what]))
+    if what == "all":
+        for name, (module, cls) in SETTINGS.items():
+            print(f"{name:<13} {module}.{cls}")
+        return
+    if what not in SETTINGS:
+        fail(f"unknown settings group {what!r}; one of {', '.join(SETTINGS)}, all")
+    module, cls = SETTINGS[what]
+    print(describe(getattr(importlib.import_module(module), cls)))
 
 

@@ -32,12 +32,12 @@ def eval_cmd(split: str = typer.Option("test", help="Data split: test | t1 | t2 
              set_: Optional[List[str]] = SetOpt):
     """Generate every stage's questions (greedy, batched, cached), score them against the gold question and
     the passages, and write results/RUN/{metrics.json, per_example.jsonl, report.md, plots.png}.
-    --set takes any field of racq.evaluate.EvalConfig (max_new_tokens, top_k, n_boot, cache_dir, ...).
+    --set takes any field of racq.eval.run.EvalConfig (max_new_tokens, top_k, n_boot, cache_dir, ...).
 
     Example: racq eval --stages base,uncond,sft,aligned --limit 40 --passages own --run v1
     Example: racq eval --data my-heldout.jsonl --split all --limit 0 --run mine
     """
-    from racq.evaluate import EvalConfig, EvalError, evaluate
+    from racq.eval.run import EvalConfig, EvalError, evaluate
     from racq.models import ModelMissing
 
     values = {"split": split, "stages": stages, "limit": limit, "passages": passages, "datasets": datasets,

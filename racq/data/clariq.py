@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Iterator
 
 from racq.config import DATA_DIR
-from racq.data import DataError, Example, clean_text, open_text, register
+from racq.data.core import DataError, Example, clean_text, open_text, register
 
 NO_QUESTION = "Q00001"  # ClariQ's "ask nothing" entry of the question bank
 CLARIQ_FILES = (("train", "train.tsv.gz"), ("dev", "dev.tsv.gz"), ("test", "test_with_labels.tsv.gz"))

@@ -20,7 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Iterator, Mapping
 
-from racq.data import DataError, Example, Passage, clean_text, jsonl_rows, query_topic
+from racq.data.core import DataError, Example, Passage, clean_text, jsonl_rows, query_topic
 
 FIELDS = ("query", "question", "passages", "passage_ids", "interpretations", "topic", "id", "dataset")
 DEFAULT_DATASET = "custom"
@@ -162,18 +162,19 @@ def _parquet_rows(path: Path) -> Iterator[tuple[int | None, str | None, object]]
 
 
 def _index_passages(index) -> Mapping[str, Passage]:
-    """Passages by id of a named index (its name, or a loaded racq.retrieval.Index)."""
+    """Passages by id of the index that rows' passage_ids point into: a loaded racq.retrieval.Index, or a
+    function that loads one (racq.retrieval.named_loader(name)), called only now that a row needs it."""
+    if callable(index):
+        index = index()
     if isinstance(index, str):
-        from racq.retrieval import RetrievalConfig, load_named
-
-        index = load_named(index, RetrievalConfig())
+        raise TypeError(f"index {index!r}: give a loaded Index or racq.retrieval.named_loader({index!r})")
     return {p.pid: p for p in index.passages}
 
 
 def load_data_file(path: str | Path, index=None) -> list[Example]:
     """Every row of a data file as an Example, in file order; DataError on the first bad row.
 
-    `index`: the named index (its name, or a loaded Index) that rows' `passage_ids` point into."""
+    `index`: the index rows' `passage_ids` point into (a loaded Index, or racq.retrieval.named_loader(name))."""
     path = Path(path)
     name = path.name.lower()
     if not name.endswith(SUFFIXES):

@@ -11,7 +11,8 @@ import ast
 import re
 from pathlib import Path
 
-from racq.data import DataError, Example, Passage, clean_text, jsonl_rows, query_topic, register
+from racq.config import DATA_DIR
+from racq.data.core import DataError, Example, Passage, clean_text, jsonl_rows, query_topic, register
 
 
 def _paqa_passages(raw: str) -> list[Passage]:
@@ -64,3 +65,13 @@ def load_paqa(data_dir: Path) -> list[Example]:
 @register("cambignq")
 def load_cambignq(data_dir: Path) -> list[Example]:
     return _load(Path(data_dir) / "rac" / "cambignq_dev.jsonl.gz", "cambignq", _cambignq_passages)
+
+
+# Datasets whose records carry passages (the training pool and the shipped corpus).
+PASSAGE_DATASETS = ("paqa", "cambignq")
+
+
+def passage_examples(data_dir: Path | None = None) -> list[Example]:
+    """Every record of the PASSAGE_DATASETS (the shipped corpus's source), without the loader registry."""
+    data_dir = Path(data_dir or DATA_DIR)
+    return [*load_paqa(data_dir), *load_cambignq(data_dir)]

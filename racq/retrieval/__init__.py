@@ -37,7 +37,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from racq.data import Example, Passage
+from racq.data.core import Example, Passage
 # the package's public names, importable from racq.retrieval as before the split
 from racq.embedders import Embedder, as_embedder  # noqa: F401
 from racq.retrieval.config import (FIX, FORMAT_VERSION, INDEX_FILE, INDEX_TYPES, META_FILE,  # noqa: F401
@@ -46,7 +46,7 @@ from racq.retrieval.config import (FIX, FORMAT_VERSION, INDEX_FILE, INDEX_TYPES,
 from racq.retrieval.index import (Hit, Index, build_corpus, build_params, dedupe, fingerprint,  # noqa: F401
                                   fingerprint_parts, make_faiss_index, passage_text, rank_passages, stale_reason,
                                   stderr_log)
-from racq.retrieval.named import (build_named, index_root, list_indexes, load_checked, load_named,  # noqa: F401
+from racq.retrieval.named import (build_named, index_root, list_indexes, load_checked, load_named, named_loader,  # noqa: F401
                                   named_index_dir)
 
 # load_or_build and index_info live here, not in index.py: they call build_corpus through this module's

@@ -7,10 +7,10 @@ Kept apart from the index code so that modules which only need a setting or a na
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from racq.config import CACHE_DIR, DEFAULT_EMBEDDER, helpfield
+from racq.files import check_name  # noqa: F401  (re-exported: the rule for index names)
 
 FORMAT_VERSION = 1
 INDEX_TYPES = ("flat", "hnsw", "ivf")
@@ -55,12 +55,3 @@ class IndexStale(RuntimeError):
     """A named index no longer matches its own recorded fingerprint (e.g. its embedder's files changed)."""
 
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-
-
-def check_name(name: str, what: str = "index") -> str:
-    """A name that is safe as a folder or registry key (an index, a registered model)."""
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise ValueError(f"bad {what} name {name!r}: use letters, digits, '.', '_' or '-' (at most 64, "
-                         f"starting with a letter or digit)")
-    return name

@@ -19,7 +19,8 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from racq.data import PASSAGE_DATASETS, Example, Passage, load_examples
+from racq.data.core import Example, Passage
+from racq.data.rac import passage_examples
 from racq.embedders import Embedder, as_embedder, hash_file
 from racq.retrieval.config import (FIX, FORMAT_VERSION, INDEX_FILE, INDEX_TYPES, META_FILE, PASSAGES_FILE,
                                    IndexCorrupt, IndexMissing, RetrievalConfig)
@@ -41,7 +42,7 @@ class Hit:
 def build_corpus(examples: Iterable[Example] | None = None) -> list[Passage]:
     """Every passage of the given examples (default: all PASSAGE_DATASETS), first occurrence kept."""
     if examples is None:
-        examples = load_examples(PASSAGE_DATASETS)
+        examples = passage_examples()
     return dedupe(p for ex in examples for p in ex.passages)
 
 

@@ -4,12 +4,14 @@ their own recorded fingerprint, never rebuilt), list.
 
 from __future__ import annotations
 
+import functools
+
 import os
 from pathlib import Path
 from typing import Callable, Sequence
 
 from racq.config import CACHE_DIR
-from racq.data import Passage
+from racq.data.core import Passage
 from racq.retrieval.config import FIX, IndexCorrupt, IndexMissing, IndexStale, RetrievalConfig, check_name
 from racq.retrieval.index import Index, fingerprint, fingerprint_parts, stale_reason, stderr_log
 
@@ -63,6 +65,13 @@ def load_checked(folder: Path, meta: dict, cfg: RetrievalConfig, embedder, name:
         raise IndexStale(f"index {name!r} at {folder} does not match its recorded fingerprint "
                          f"({stale_reason(stored, now)}); {fix}")
     return index
+
+
+def named_loader(name: str | None, cfg: RetrievalConfig | None = None) -> Callable[[], Index] | None:
+    """None for no name, else a function that loads the named index: what racq.data's load_examples takes as
+    `index` for --data rows whose passage_ids point into it (it calls the function only when a row needs it,
+    so racq.data never imports the retrieval code)."""
+    return functools.partial(load_named, name, cfg or RetrievalConfig()) if name else None
 
 
 def load_named(name: str, cfg: RetrievalConfig | None = None, embedder=None) -> Index:

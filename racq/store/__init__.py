@@ -10,14 +10,14 @@ Every function takes the handle first and raises StoreError with a readable mess
 leaves nothing behind. All of racq's SQL lives in these modules: errors (StoreError), db (handle,
 transactions), migrations, pool (annotators, queries, candidates, items, sampler), votes (votes, reveals,
 undo + withdraw, preference pairs), rounds (training lineage), leases (one job at a time across
-processes), scores, export (vote files; the snapshot racq.prefs builds TRL preference rows from).
+processes), scores, export (vote files; the snapshot racq.annotation.prefs builds TRL preference rows from).
 """
 
 from racq.store.db import Store, open_db
 from racq.store.errors import StoreError
-from racq.store.export import export_votes, prefs_snapshot
+from racq.store.export import prefs_snapshot, votes_snapshot
 from racq.store.migrations import MIGRATIONS, applied, migrate
-from racq.store.pool import (Showing, add_annotator, add_candidate, add_query_with_passages, candidate_texts,
+from racq.store.candidates import (Showing, add_annotator, add_candidate, add_query_with_passages, candidate_texts,
                              candidates_for, first_query_ids, get_annotator, get_query, is_pool_query,
                              latest_query_ids, list_annotators, make_items, next_item, progress, query_row,
                              stage_of_candidate)
@@ -38,5 +38,5 @@ __all__ = [
     "record_round", "finish_round", "link_round_votes", "get_round", "list_rounds", "votes_of_round",
     "rounds_of_vote", "fail_stale_rounds", "round_exists", "used_vote_ids", "ROUND_LEASE",
     "LeaseHeld", "acquire_lease", "renew_lease", "release_lease", "held_lease", "get_lease",
-    "export_votes", "prefs_snapshot",
+    "prefs_snapshot", "votes_snapshot",
 ]

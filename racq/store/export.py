@@ -1,17 +1,17 @@
-"""Exports: every raw vote row to a file, and the snapshot a preference file is made from.
+"""Exports: the snapshots a vote file and a preference file are made from, and the file writer.
 
-    from racq.store import open_db, export_votes
-    export_votes(open_db(), "runs/votes.csv", card="runs/README.md")   # + a dataset card (racq.datacard)
-    pairs, facts = prefs_snapshot(open_db())   # racq.prefs.export_prefs turns these into TRL rows
+    from racq.store import open_db, prefs_snapshot, votes_snapshot
+    rows, facts = votes_snapshot(open_db())    # racq.annotation.prefs.export_votes writes them (+ a card)
+    pairs, facts = prefs_snapshot(open_db())   # racq.annotation.prefs.export_prefs turns these into TRL rows
 
 The store returns rows and never formats prompts: the TRL preference rows (prompt text, chat messages)
-are built in racq.prefs from the pair rows read here. Which votes give a pair: preference_pairs.
+are built in racq.annotation.prefs from the pair rows read here. Which votes give a pair: preference_pairs.
 Formats (write_rows): jsonl, parquet, csv (lists and message lists become JSON text in their CSV cell;
 None an empty cell). Files are written to a temporary name and renamed, so a failed export never
 leaves a half file.
 
-Dataset card (`card=PATH`, racq.datacard; `racq export` writes one unless --no-card): its numbers come
-from the rows an export writes plus facts read in the same read transaction (card_facts: effective
+Dataset cards (racq.annotation.datacard, written by racq.annotation.prefs; `racq export` writes one unless
+--no-card) take their numbers from the rows an export writes plus facts read in the same read transaction (card_facts: effective
 votes for agreement, rounds and the votes they trained on, each candidate's round, each query's
 passages), so card and file describe one snapshot of the database even while votes arrive.
 """
@@ -99,16 +99,10 @@ def card_facts(conn, query_ids: Iterable[int], candidate_ids: Iterable[int]) -> 
             "round_votes": round_vote_ids(conn), "candidate_rounds": candidate_rounds, "queries": queries}
 
 
-def _card(card, kind: str, path: Path, format: str, rows: list[dict], facts: dict, db: Store, **filters) -> None:
-    from racq.datacard import render_card, write_card  # Markdown and the corpus check: not store code
-
-    write_card(card, render_card(kind, path, format, rows, facts, db_name=db.path.name, filters=filters))
-
-
 def prefs_snapshot(db: Store, *, stages: Iterable[str] | None = None,
                    unused_only: bool = False) -> tuple[list[dict], dict]:
     """(preference pair rows, card facts about them), read in one transaction, so a preference file
-    and its card (racq.prefs.export_prefs) count the same votes even while votes arrive.
+    and its card (racq.annotation.prefs.export_prefs) count the same votes even while votes arrive.
     stages/unused_only: as for preference_pairs."""
     with db.read() as conn:
         conn.execute("BEGIN")  # one snapshot: the file and its card count the same votes
@@ -118,17 +112,12 @@ def prefs_snapshot(db: Store, *, stages: Iterable[str] | None = None,
     return pairs, facts
 
 
-def export_votes(db: Store, path: str | Path, format: str | None = None, *, card: str | Path | None = None) -> int:
-    """Write every raw vote row (undo rows included, oldest first); returns the number of rows.
-    card: also write a dataset card there."""
-    path = Path(path)
-    format = format_of(path, format)
+def votes_snapshot(db: Store) -> tuple[list[dict], dict]:
+    """(every raw vote row, undo rows included, oldest first; card facts about them), read in one
+    transaction, so a vote file and its card (racq.annotation.prefs.export_votes) describe one snapshot."""
     with db.read() as conn:
         conn.execute("BEGIN")  # one snapshot for the file and its card
         rows = vote_rows(conn)
         facts = card_facts(conn, (r["query_id"] for r in rows),
                            (c for r in rows for c in (r["left_candidate_id"], r["right_candidate_id"])))
-    write_rows(rows, path, format)
-    if card is not None:
-        _card(card, "votes", path, format, rows, facts, db)
-    return len(rows)
+    return rows, facts

@@ -17,7 +17,7 @@ from racq.store.errors import StoreError
 from racq.store.leases import lease_row, why_free
 
 STATUSES = ("running", "done", "failed")
-ROUND_LEASE = "round"  # the lease a process holds while it trains a round (racq.feedback.train_round)
+ROUND_LEASE = "round"  # the lease a process holds while it trains a round (racq.annotation.retrain.train_round)
 
 
 def _decode(row: dict | None) -> dict | None:

@@ -4,7 +4,7 @@
     key = scorer_key(scorer)                              # names the Scorer's settings
     add_scores(db, [(candidate_id, key, scorer.score(query, passages, question))])
     stage_scores(db)        # {stage: {"n", "option_support", "hallucinated", "parent_f1", ...}}
-    scored_questions(db, key)   # [{stage, query, question, details}]: for racq.usefulness.stage_usefulness
+    scored_questions(db, key)   # [{stage, query, question, details}]: for racq.scoring.usefulness.stage_usefulness
 
 A candidate has at most one score per scorer key; scoring it again with the same settings keeps the
 first row (the scorer is deterministic). The leaderboard compares these per-stage means with the
@@ -90,7 +90,7 @@ def scorer_keys(db: Store) -> list[dict]:
 
 def scored_questions(db: Store, key: str) -> list[dict]:
     """[{stage, query, question, details}] of every candidate scored under `key` (details: the Scorer's
-    stored dict), for measures computed from the question itself (racq.usefulness.stage_usefulness)."""
+    stored dict), for measures computed from the question itself (racq.scoring.usefulness.stage_usefulness)."""
     with db.read() as conn:
         rows = conn.query("SELECT c.stage, q.text AS query, c.text AS question, s.details FROM candidate_scores s "
                           "JOIN candidates c ON c.id = s.candidate_id JOIN queries q ON q.id = c.query_id "

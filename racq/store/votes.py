@@ -21,7 +21,7 @@ from typing import Iterable
 
 from racq.store.db import Store, annotator_id, one
 from racq.store.errors import StoreError
-from racq.store.pool import EFFECTIVE, query_row
+from racq.store.candidates import EFFECTIVE, query_row
 
 VOTE_OUTCOMES = ("left", "right", "tie", "both_bad", "skip")
 PREFERENCE_OUTCOMES = ("left", "right")
@@ -49,7 +49,7 @@ def record_vote(db: Store, client_id: str, annotator: str, item_id: int, left_id
 
     reveal=True: the caller is about to show the annotator which stage wrote each of the two questions;
     both candidates are recorded as revealed to them in the same transaction, and the sampler never
-    serves them an item holding either candidate again (racq.store.pool.next_item)."""
+    serves them an item holding either candidate again (racq.store.candidates.next_item)."""
     _check_fields(client_id, skip_reason=skip_reason, rationale=rationale)
     if outcome not in VOTE_OUTCOMES:
         raise StoreError(f"outcome must be one of {VOTE_OUTCOMES}, got {outcome!r} (use undo_last to undo)")

@@ -16,6 +16,7 @@ from typing import Sequence
 from racq.config import REPO_ROOT, TrainConfig
 from racq.data import Example, Passage, load_examples
 from racq.prompts import has_chat_template, passage_prompt_messages, query_prompt_messages
+from racq.retrieval.named import named_loader
 from racq.train import dist
 
 
@@ -28,7 +29,8 @@ def select_examples(cfg: TrainConfig, split: str, limit: int = 0) -> list[Exampl
     question, in a seeded shuffled order."""
     import random
 
-    exs = [e for e in load_examples(cfg.datasets, split=split, data_file=cfg.data or None, index=cfg.index or None)
+    exs = [e for e in load_examples(cfg.datasets, split=split, data_file=cfg.data or None,
+                                    index=named_loader(cfg.index))
            if e.passages and e.gold_question]
     if not exs and cfg.data:
         raise RunDataError(f"{cfg.data} has no {split} rows to train on (`racq data stats --data {cfg.data}` counts "
@@ -52,7 +54,7 @@ def check_run_data(cfg: TrainConfig) -> None:
 
 def _check_run_data(cfg: TrainConfig) -> None:
     if cfg.data:  # a bad row fails here, before anything is recorded
-        load_examples(data_file=cfg.data, index=cfg.index or None)
+        load_examples(data_file=cfg.data, index=named_loader(cfg.index))
     run = Path(cfg.run_dir)
     path = run / DATA_SOURCE_FILE
     now = {"data": str(Path(cfg.data).resolve()) if cfg.data else "", "index": cfg.index if cfg.data else ""}
@@ -139,11 +141,15 @@ def lora_config(cfg: TrainConfig):
                       target_modules=targets, task_type="CAUSAL_LM")
 
 
-def trainer_args(cfg: TrainConfig, output_dir: Path, lr: float, epochs: float) -> dict:
-    """Arguments shared by SFTConfig and DPOConfig (CPU-safe: use_cpu, no bf16, no checkpointing)."""
+def trainer_args(cfg: TrainConfig, output_dir: Path, lr: float, epochs: float, on_cpu: bool | None = None) -> dict:
+    """Arguments shared by SFTConfig and DPOConfig (CPU-safe: use_cpu, no bf16, no checkpointing).
+
+    `on_cpu=None` decides from cfg.use_cpu and this machine; `racq train --dry-run` passes False to build
+    the arguments a GPU box would get (racq.train.plan)."""
     import torch
 
-    on_cpu = cfg.use_cpu or not torch.cuda.is_available()
+    if on_cpu is None:
+        on_cpu = cfg.use_cpu or not torch.cuda.is_available()
     return dict(output_dir=str(output_dir), per_device_train_batch_size=cfg.batch_size,
                 per_device_eval_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
                 learning_rate=lr, num_train_epochs=epochs, max_steps=cfg.max_steps,

@@ -2,7 +2,7 @@
 
     racq train dpo                                       # synthetic pairs -> adapter `aligned`
     racq train dpo --pairs prefs.jsonl --start aligned --name aligned-r1   # any TRL preference file
-    racq train dpo --from-votes                          # human votes from the app (see racq.feedback)
+    racq train dpo --from-votes                          # human votes from the app (see racq.annotation.retrain)
 
 The policy continues a stage's LoRA adapter (`sft` by default); TRL freezes a copy of it as the
 "ref" adapter. When the start is not the SFT adapter (a human-feedback round starting from
@@ -57,6 +57,20 @@ def _token_length(tok, prompt, answer) -> int:
     return len(tok(text, add_special_tokens=False)["input_ids"])
 
 
+def dpo_args(cfg: TrainConfig, out: Path, rows: list[dict], tok, on_cpu: bool | None = None):
+    """The DPOConfig of a run on `rows` (also what `racq train dpo --dry-run` checks, racq.train.plan)."""
+    from trl import DPOConfig
+
+    longest = max(max(_token_length(tok, r["prompt"], r["chosen"]), _token_length(tok, r["prompt"], r["rejected"]))
+                  for r in rows)
+    targs = trainer_args(cfg, out, cfg.dpo_lr, cfg.dpo_epochs, on_cpu=on_cpu)
+    targs["train_sampling_strategy"] = "random"  # TRL's DPO rows have no `input_ids` to group by
+    return DPOConfig(**targs, beta=cfg.beta,
+                     loss_type=["sigmoid", "sft"], loss_weights=[1.0, cfg.nll_weight],
+                     # Never truncate: the RAC authors' code silently cut prompts at 512 tokens.
+                     max_length=longest + 8, precompute_ref_log_probs=cfg.precompute_ref)
+
+
 def train_dpo(cfg: TrainConfig, pair_files: Iterable[Path | str] | None = None, start: str = "sft",
               reference: str = "sft", name: str = "aligned", extra_manifest: dict | None = None,
               callbacks: list | None = None) -> Path:
@@ -64,7 +78,7 @@ def train_dpo(cfg: TrainConfig, pair_files: Iterable[Path | str] | None = None, 
     from datasets import Dataset
     from peft import PeftModel, set_peft_model_state_dict
     from peft.utils import load_peft_weights
-    from trl import DPOConfig, DPOTrainer
+    from trl import DPOTrainer
 
     from racq.models import load_base, resolve_model
 
@@ -79,15 +93,8 @@ def train_dpo(cfg: TrainConfig, pair_files: Iterable[Path | str] | None = None, 
     tok.padding_side = "right"
     model = PeftModel.from_pretrained(model, str(adapters / start), is_trainable=True)
     keep = ("prompt", "chosen", "rejected")
-    longest = max(max(_token_length(tok, r["prompt"], r["chosen"]), _token_length(tok, r["prompt"], r["rejected"]))
-                  for r in rows)
     out = Path(cfg.run_dir) / name
-    targs = trainer_args(cfg, out, cfg.dpo_lr, cfg.dpo_epochs)
-    targs["train_sampling_strategy"] = "random"  # TRL's DPO rows have no `input_ids` to group by
-    args = DPOConfig(**targs, beta=cfg.beta,
-                     loss_type=["sigmoid", "sft"], loss_weights=[1.0, cfg.nll_weight],
-                     # Never truncate: the RAC authors' code silently cut prompts at 512 tokens.
-                     max_length=longest + 8, precompute_ref_log_probs=cfg.precompute_ref)
+    args = dpo_args(cfg, out, rows, tok)
     trainer = DPOTrainer(model=model, ref_model=None, args=args,
                          train_dataset=Dataset.from_list([{k: r[k] for k in keep} for r in rows]),
                          processing_class=tok, callbacks=callbacks)
@@ -98,7 +105,7 @@ def train_dpo(cfg: TrainConfig, pair_files: Iterable[Path | str] | None = None, 
     manifest = {"stage": name, "kind": "DPO+NLL", "base_model": str(resolve_model(cfg.base_model)),  # name -> folder
                 "start_adapter": start, "reference_adapter": reference, "pairs": [str(f) for f in files],
                 "n_pairs": len(rows),
-                "max_length": longest + 8, "config": config_dict(cfg), "metrics": losses(trainer),
+                "max_length": args.max_length, "config": config_dict(cfg), "metrics": losses(trainer),
                 **run_shape(cfg.batch_size, cfg.grad_accum), **(extra_manifest or {})}
     trainer.model.set_adapter("default")
     return save_adapter(trainer.model, tok, adapters / name, manifest, adapter="default")

@@ -79,7 +79,7 @@ def faithfulness_key(s: dict) -> tuple:
 
 def ranking_key(s: dict) -> tuple:
     """Sort key, higher = better: faithfulness_key, led by usefulness when `s["useful"]` holds
-    racq.usefulness.useful_scores (see the module docstring)."""
+    racq.scoring.usefulness.useful_scores (see the module docstring)."""
     u = s.get("useful")
     if u is None:
         return faithfulness_key(s)
@@ -89,7 +89,7 @@ def ranking_key(s: dict) -> tuple:
 
 
 def _with_usefulness(score: dict, query: str, question: str, interps) -> dict:
-    from racq.usefulness import useful_scores
+    from racq.scoring.usefulness import useful_scores
 
     grounded = int(score["n_options"] > 0 and not score["hallucinated"])
     return {**score, "useful": useful_scores(query, question, interps, grounded, [o["core"] for o in score["options"]])}
@@ -290,7 +290,7 @@ def _candidate_scores(scorer, cfg: TrainConfig, batch: list, chosen: list, rejec
     cscores = [scorer.score(e.query, r, chosen[k * nc + j]) for k, (e, r) in enumerate(batch) for j in range(nc)]
     rscores = [scorer.score(e.query, r, rejected[k * nr + j]) for k, (e, r) in enumerate(batch) for j in range(nr)]
     if cfg.useful_ranking:
-        from racq.usefulness import interpretations_for
+        from racq.scoring.usefulness import interpretations_for
 
         interps = [interpretations_for(e.query) for e, _ in batch]
         cscores = [_with_usefulness(cscores[k * nc + j], e.query, chosen[k * nc + j], interps[k])
@@ -301,7 +301,7 @@ def _candidate_scores(scorer, cfg: TrainConfig, batch: list, chosen: list, rejec
 
 
 def _scorer(cfg: TrainConfig):
-    from racq.faithfulness import FaithfulnessConfig, Scorer
+    from racq.scoring.faithfulness import FaithfulnessConfig, Scorer
 
     return Scorer(FaithfulnessConfig(embedder=cfg.embedder))
 

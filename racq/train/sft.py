@@ -31,10 +31,18 @@ def build_sft_records(cfg: TrainConfig, tokenizer, query_only: bool) -> tuple[li
     return records, examples
 
 
+def sft_args(cfg: TrainConfig, out: Path, on_cpu: bool | None = None):
+    """The SFTConfig of a run (also what `racq train sft --dry-run` checks, racq.train.plan)."""
+    from trl import SFTConfig
+
+    return SFTConfig(**trainer_args(cfg, out, cfg.sft_lr, cfg.sft_epochs, on_cpu=on_cpu), max_length=None,
+                     completion_only_loss=True, eval_strategy="no", packing=False)
+
+
 def train_sft(cfg: TrainConfig, query_only: bool = False, name: str | None = None) -> Path:
     """Train and write the adapter; resumes from the last checkpoint in the run folder."""
     from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTTrainer
 
     from racq.models import load_base, resolve_model
 
@@ -46,8 +54,7 @@ def train_sft(cfg: TrainConfig, query_only: bool = False, name: str | None = Non
     n_eval = min(cfg.eval_examples, len(records) // 5)
     train, evals = records[n_eval:], records[:n_eval]
     out = Path(cfg.run_dir) / name
-    args = SFTConfig(**trainer_args(cfg, out, cfg.sft_lr, cfg.sft_epochs), max_length=None,
-                     completion_only_loss=True, eval_strategy="no", packing=False)
+    args = sft_args(cfg, out)
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(train),
                          eval_dataset=Dataset.from_list(evals) if evals else None, processing_class=tok,
                          peft_config=None if cfg.full_finetune else lora_config(cfg))

@@ -17,7 +17,7 @@ Every screen is a module with `build(ctx)`, called inside its gr.Tab. `ctx` is a
     ctx.user(request) / ctx.role(request) / ctx.is_admin(request)   who signed in on Annotate in that
                          browser session (`request`: the handler's gr.Request); ctx.session: same, as gr.State
     ctx.train_cfg        TrainConfig from cfg.train_config, or None
-    ctx.study            racq.study.StudyConfig: guidelines, skip reasons, button labels, study name
+    ctx.study            racq.annotation.study.StudyConfig: guidelines, skip reasons, button labels, study name
                          (its db/overlap/reveal_after_vote are copied into ctx.cfg, which screens read)
 A build() may return {"refresh": fn, "refresh_outputs": [...]} (or "outputs"): the shell calls it
 when the tab is opened.
@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Callable
 
 from racq.config import DB_PATH, MIN_PAIR_VOTES, GenConfig, ModelConfig, PromptConfig, helpfield
-from racq.study import StudyConfig, StudyError, load_study
+from racq.annotation.study import StudyConfig, StudyError, load_study
 
 log = logging.getLogger(__name__)
 
@@ -47,18 +47,11 @@ def _default(cls, name):
 
 
 @dataclass
-class AppConfig:
+class AppConfig(ModelConfig):
+    """The app's settings: ModelConfig's (base model, adapters, embedder, engine, ...; declared once there)
+    and the app's own below."""
+
     db: str = helpfield(str(DB_PATH), "SQLite file of annotators, candidates and votes (created if missing).")
-    base_model: str = helpfield(_default(ModelConfig, "base_model"), "Base causal LM folder.")
-    adapters_dir: str = helpfield(_default(ModelConfig, "adapters_dir"), "Folder of stage adapters.")
-    embedder: str = helpfield(_default(ModelConfig, "embedder"), "Sentence-transformers model (retrieval).")
-    dtype: str = helpfield(_default(ModelConfig, "dtype"), "Torch dtype of the base model.")
-    threads: int = helpfield(0, "torch.set_num_threads; 0 = torch's default.")
-    engine: str = helpfield(_default(ModelConfig, "engine"), "Generation engine of Explore: joint (all "
-                                                             "stages in one batch, streamed), merged (stage after "
-                                                             "stage, streamed) or peft (no streaming).")
-    quantize: str = helpfield(_default(ModelConfig, "quantize"), "Engine joint: int8 = faster, different "
-                                                                 "questions (opt-in); none = fp32.")
     cache_size: int = helpfield(256, "Answers kept in memory (query, k, stage adapter, settings, index): the "
                                      "same question again answers at once; 0 = no cache.")
     stages: list[str] = helpfield([], "Stages to show and annotate (empty = every stage on disk).")
@@ -99,13 +92,12 @@ class AppConfig:
     train_config: str = helpfield("", "YAML of TrainConfig settings for rounds started on the Feedback "
                                       "screen (empty = defaults with this app's base model and adapters).")
     title: str = helpfield("RACQ: faithful clarifying questions", "Browser tab title.")
-    study: str = helpfield("", "A study file (YAML of racq.study.StudyConfig: guidelines, skip reasons, button "
+    study: str = helpfield("", "A study file (YAML of racq.annotation.study.StudyConfig: guidelines, skip reasons, button "
                                "labels, overlap, reveal_after_vote and its own db); it then owns db, overlap "
                                "and reveal_after_vote. Empty: the defaults and the settings above.")
 
     def model_config(self) -> ModelConfig:
-        return ModelConfig(base_model=self.base_model, embedder=self.embedder, adapters_dir=self.adapters_dir,
-                           dtype=self.dtype, threads=self.threads, engine=self.engine, quantize=self.quantize)
+        return ModelConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(ModelConfig)})
 
     def prompt_config(self) -> PromptConfig:
         return PromptConfig(top_k=self.prompt_k)
@@ -274,7 +266,7 @@ def recover_rounds(db) -> list[dict]:
     return stale
 
 
-# The settings a study file owns (racq.study): with --study they come from the file, not the app's settings.
+# The settings a study file owns (racq.annotation.study): with --study they come from the file, not the app's settings.
 STUDY_SETTINGS = ("db", "overlap", "reveal_after_vote")
 
 

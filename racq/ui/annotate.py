@@ -1,12 +1,12 @@
 """Annotate: blind pairwise faithfulness votes. Sign in, read the query and its passages, compare two
 clarifying questions, press a key.
 
-    python app.py                 # Annotate tab; python -m racq.ui.users ... turns on tokens
+    python app.py                 # Annotate tab; racq users add ... turns on tokens
 
 Keys: 1 left better, 2 right better, 3 both good / tie, 4 both bad, S skip (pick a reason first),
 U undo (the item on screen stays; the undone item comes back next, or, once its stages were
 revealed, goes to another annotator). Guidelines: annotations/guidelines.md (one click away).
-A study file (racq.study, `--study`) sets the guidelines, the skip reasons and the button texts
+A study file (racq.annotation.study, `--study`) sets the guidelines, the skip reasons and the button texts
 (ctx.study); the stored outcome of each button never changes.
 
 Blindness: which stage wrote which question lives only in the server-side gr.State (candidate ids)
@@ -37,7 +37,7 @@ import uuid
 from racq.store import (WITHDRAWN, StoreError, add_annotator, get_annotator, next_item, progress,
                         record_vote, stage_of_candidate, undo_last, votes_for_annotator)
 from racq.store.votes import MAX_RATIONALE_CHARS
-from racq.study import SKIP_REASONS
+from racq.annotation.study import SKIP_REASONS
 from racq.ui.render import esc, md_esc, message_html, passages_html, table_html
 from racq.ui.throttle import SignInGuard
 from racq.ui.users import MAX_NAME_CHARS, MAX_TOKEN_CHARS, SignInError, check_sign_in, load_users

@@ -41,7 +41,7 @@ def _missing(ctx, asker, stage: str) -> bool:
 
 
 def _option_html(opt: dict, passages: list[dict]) -> str:
-    from racq.options import norm_word
+    from racq.scoring.options import norm_word
 
     text = esc(opt.get("text", ""))
     if not opt.get("supported"):
@@ -56,7 +56,7 @@ def _option_html(opt: dict, passages: list[dict]) -> str:
 
 
 def useful_html(use: dict) -> str:
-    """The card's usefulness line (racq.usefulness.card_usefulness): distinct options always; the human
+    """The card's usefulness line (racq.scoring.usefulness.card_usefulness): distinct options always; the human
     interpretations it names and useful & grounded when the query has interpretations (AmbigNQ's)."""
     n = use.get("n_distinct", 0)
     flags = [w for k, w in (("repeats_option", "repeats an option"), ("echoes_query", "echoes the query"))

@@ -1,7 +1,7 @@
 """The Feedback screen (admins only): train a DPO round on the human votes, then add the new stage's
 questions to the pool. The buttons call the same functions as the CLI:
 
-    racq train dpo --from-votes --synthetic-weight 0.3     # = the Train button (racq.feedback.train_round)
+    racq train dpo --from-votes --synthetic-weight 0.3     # = the Train button (racq.annotation.retrain.train_round)
     racq pool build --existing                             # = the "Add ... to the pool" button
 
 Context (racq.ui.AppContext): ctx.db, ctx.cfg, ctx.train_cfg, ctx.asker(), ctx.load_stage(name),
@@ -53,7 +53,7 @@ def train_config(ctx) -> TrainConfig:
 
 
 def summary_md(ctx) -> str:
-    from racq.feedback import usable_pairs
+    from racq.annotation.retrain import usable_pairs
 
     db = ctx.db
     s = usable_pairs(db)
@@ -109,7 +109,7 @@ def _watch(job: Job, kind: str):
 def round_job(ctx, cfg: TrainConfig, weight: float) -> Callable[[Job], dict]:
     """The round job: train, then load the new stage into this app (in the worker thread, not in a
     page's handler: the round must land in the app even when no page is open)."""
-    from racq.feedback import train_round
+    from racq.annotation.retrain import train_round
 
     def run(j: Job) -> dict:
         result = train_round(cfg, ctx.db_path, weight, progress=j.on_event)
@@ -127,7 +127,7 @@ def round_job(ctx, cfg: TrainConfig, weight: float) -> Callable[[Job], dict]:
 def pool_job(ctx) -> Callable[[Job], dict]:
     """The pool job: the newest finished round's stage, loaded here if it is not yet (a round trained
     by the CLI in another process), then its questions for every query already in the pool."""
-    from racq.pool import build_pool
+    from racq.annotation.pool import build_pool
 
     def run(j: Job) -> dict:
         db = ctx.db

@@ -44,7 +44,7 @@ class Job:
         return "\n".join(list(self.lines))
 
     def on_event(self, ev: dict) -> None:
-        """racq.feedback progress events -> bar and log."""
+        """racq.annotation.retrain progress events -> bar and log."""
         if ev.get("event") == "message":
             self.log(ev["message"])
             return

@@ -15,7 +15,7 @@ Who sees what, decided on the server in the handler for every call (the layout o
   pair or how many votes.
 
 Takes the app's AppContext (racq/ui/__init__.py): ctx.db, ctx.cfg (users_file, publish_ranking,
-min_pair_votes) and ctx.is_admin(request). The numbers come from racq.leaderboard (racq.rating);
+min_pair_votes) and ctx.is_admin(request). The numbers come from racq.annotation.standings (racq.annotation.rating);
 names that go into Markdown pass through racq.ui.render.md_esc, and the tables keep Gradio's "str"
 datatype, which the browser renders as text. The Refresh button is also the API endpoint
 `/leaderboard` (gradio_client: predict(api_name="/leaderboard")): the same handler, so the same rules.
@@ -26,7 +26,7 @@ from __future__ import annotations
 import gradio as gr  # at module level: the handler's `gr.Request` hint must resolve for Gradio to inject it
 
 from racq.config import MIN_PAIR_VOTES
-from racq.leaderboard import (agreement_text, annotator_table, bt_figure, leaderboard, matrix_table, ranking,
+from racq.annotation.standings import (agreement_text, annotator_table, bt_figure, leaderboard, matrix_table, ranking,
                               provisional_notice, stage_table, thin_pairs)
 from racq.store import effective_votes
 from racq.ui.render import md_esc

@@ -1,7 +1,7 @@
 """Annotator sign-in: a YAML users file with salted, hashed tokens (never the tokens themselves).
 
-    python -m racq.ui.users annotations/users.yaml ana --admin    # adds ana, prints her new token once
-    python app.py --set users_file=annotations/users.yaml          # sign-in now asks for the token
+    racq users add ana --admin --file annotations/users.yaml    # adds ana, prints her new token once
+    racq app --set users_file=annotations/users.yaml             # sign-in now asks for the token
 
 File format (one entry per annotator; role is "annotator" or "admin", default "annotator"):
 
@@ -24,12 +24,11 @@ import functools
 import hashlib
 import hmac
 import secrets
-import sys
 from pathlib import Path
 
 import yaml
 
-from racq.store.pool import MAX_NAME_CHARS
+from racq.store.candidates import MAX_NAME_CHARS
 
 SCHEME = "pbkdf2_sha256"
 ITERATIONS = 200_000
@@ -139,19 +138,3 @@ def add_user(path: str | Path, name: str, role: str = "annotator", token: str | 
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(data, sort_keys=True), encoding="utf-8")
     return token
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    admin = "--admin" in args
-    args = [a for a in args if a != "--admin"]
-    if len(args) != 2:
-        print("usage: python -m racq.ui.users USERS.yaml NAME [--admin]", file=sys.stderr)
-        return 2
-    token = add_user(args[0], args[1], "admin" if admin else "annotator")
-    print(f"{args[1]} added to {args[0]}; token (give it to them, it is not stored): {token}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

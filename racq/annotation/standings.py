@@ -4,7 +4,7 @@ screen shows (the screen only formats them).
     racq rate                                   # text tables
     racq rate --json
 
-    from racq.leaderboard import leaderboard, format_text
+    from racq.annotation.standings import leaderboard, format_text
     print(format_text(leaderboard(open_db())))
 
 From the effective votes (racq.store.effective_votes: undo rows and undone votes removed):
@@ -16,9 +16,9 @@ agreement on items two or more people judged (Cohen's kappa for two annotators, 
 each annotator's share of 'left' among their left/right votes (sides are random, so ~0.5 is
 unbiased; exact binomial test), and the automatic faithfulness score per stage (mean option support
 of the stage's pool candidates, racq.store.scores) with its rank agreement (Kendall's tau, Spearman)
-with the human Bradley-Terry order; beside it their usefulness (racq.usefulness.stage_usefulness: useful &
+with the human Bradley-Terry order; beside it their usefulness (racq.scoring.usefulness.stage_usefulness: useful &
 grounded and covers >= 1 interpretation over candidates whose query has AmbigNQ's human interpretations,
->= 2 distinct options over all). All statistics come from racq.rating.
+>= 2 distinct options over all). All statistics come from racq.annotation.rating.
 """
 
 from __future__ import annotations
@@ -27,11 +27,11 @@ import math
 from collections import Counter, defaultdict
 from itertools import combinations
 
-from racq import rating
+from racq.annotation import rating
 from racq.config import MIN_PAIR_VOTES
 from racq.store import Store, effective_votes
 from racq.store.scores import scored_questions, stage_scores
-from racq.usefulness import stage_usefulness
+from racq.scoring.usefulness import stage_usefulness
 
 AUTO_METRIC = "option_support"  # higher = more of the question's options found in its passages
 
@@ -125,7 +125,7 @@ def stage_table(data: dict) -> tuple[list[str], list[list]]:
 
 
 # Shares over the stage's scored pool candidates; the first two only over queries with AmbigNQ's human
-# interpretations (racq.usefulness.stage_usefulness), counted in "with interpretations".
+# interpretations (racq.scoring.usefulness.stage_usefulness), counted in "with interpretations".
 USEFUL_HEADERS = ["useful & grounded", "covers ≥ 1 interpretation", "with interpretations", "≥ 2 distinct options"]
 
 

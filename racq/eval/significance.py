@@ -1,6 +1,6 @@
 """Statistics for `racq eval`: bootstrap confidence intervals and paired tests (numpy only).
 
-    from racq.evalstats import bootstrap_ci, paired_test
+    from racq.eval.significance import bootstrap_ci, paired_test
     bootstrap_ci([0, 1, 1, 0, 1])                 # {'mean': 0.6, 'ci_low': ..., 'ci_high': ..., 'n': 5}
     paired_test(aligned_scores, sft_scores)       # {'diff', 'ci_low', 'ci_high', 'p_bootstrap', 'p_sign', ...}
 
@@ -9,7 +9,7 @@
   recomputes the mean difference a - b; its two-sided p is twice the smaller tail share of resampled
   differences on either side of 0 (add-one smoothed, so it is never exactly 0: the smallest value is
   2 / (n_boot + 1)). The sign test counts examples where a > b (wins) and a < b (losses), ties dropped,
-  and gives the exact two-sided binomial p (racq.rating.binom_test).
+  and gives the exact two-sided binomial p (racq.annotation.rating.binom_test).
 A fixed seed makes every interval reproducible run to run.
 """
 
@@ -19,7 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
-from racq.rating import binom_test
+from racq.annotation.rating import binom_test
 
 
 def _clean(values: Sequence[float]) -> np.ndarray:
@@ -60,20 +60,3 @@ def paired_test(a: Sequence[float], b: Sequence[float], n_boot: int = 2000, ci: 
     return {"diff": float(d.mean()), "ci_low": float(lo), "ci_high": float(hi), "p_bootstrap": float(p_boot),
             "p_sign": binom_test(wins, wins + losses), "wins": wins, "losses": losses,
             "ties": int(n - wins - losses), "n": int(n)}
-
-
-def agreement(labels: Sequence[int], flags: Sequence[int]) -> dict:
-    """Accuracy, Cohen's kappa and the confusion counts of a binary metric flag against binary labels
-    (1 = unfaithful/hallucinated)."""
-    from racq.rating import cohen_kappa
-
-    y, f = [int(v) for v in labels], [int(v) for v in flags]
-    if len(y) != len(f) or not y:
-        raise ValueError(f"need equally long, non-empty label and flag lists (got {len(y)} and {len(f)})")
-    tp = sum(a == 1 and b == 1 for a, b in zip(y, f))
-    tn = sum(a == 0 and b == 0 for a, b in zip(y, f))
-    fp = sum(a == 0 and b == 1 for a, b in zip(y, f))
-    fn = sum(a == 1 and b == 0 for a, b in zip(y, f))
-    return {"n": len(y), "accuracy": (tp + tn) / len(y), "kappa": cohen_kappa(y, f),
-            "precision": tp / (tp + fp) if tp + fp else None, "recall": tp / (tp + fn) if tp + fn else None,
-            "tp": tp, "tn": tn, "fp": fp, "fn": fn}

@@ -2,12 +2,12 @@
 
 One interface for the app, the DPO pair filter and the report:
 
-    from racq.faithfulness import Scorer, score
+    from racq.scoring.faithfulness import Scorer, score
     s = score("who won the world cup", passages, "Do you mean the men's or the women's World Cup?")
     s["option_support"], s["hallucinated"], s["parent_f1"]
 
 Scores (all keys always present unless said otherwise):
-- Option grounding, the main metric. Options are extracted by racq.options (rules and limits in its
+- Option grounding, the main metric. Options are extracted by racq.scoring.options (rules and limits in its
   docstring). An option is *supported* when
   * lexically: every core token of the option occurs in one passage unit (a sentence, or a window of
     `window_words` words where the passage has no sentence punctuation, as PaQa's do; the passage title
@@ -59,7 +59,7 @@ import numpy as np
 
 from racq.config import DEFAULT_EMBEDDER, helpfield
 from racq.data import Passage
-from racq.options import (Option, content_tokens, extract_options, is_content, is_number, norm_tokens,
+from racq.scoring.options import (Option, content_tokens, extract_options, is_content, is_number, norm_tokens,
                           split_question)
 
 

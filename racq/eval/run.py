@@ -4,12 +4,12 @@ question (ROUGE, BLEU, embedding similarity) and against the passages they were 
 
     racq eval --stages base,uncond,sft,aligned --limit 40 --passages own --datasets paqa,cambignq --run v1
 
-    from racq.evaluate import EvalConfig, evaluate
+    from racq.eval.run import EvalConfig, evaluate
     metrics = evaluate(EvalConfig(run="v1", limit=40))     # writes results/v1/{metrics.json, ...}
 
 What a run does, and why:
 - examples: per dataset, the first `limit` examples of `split` with a gold question (and, for
-  `--passages own`, passages) in racq.pool's fixed hash order, so `--limit 20` is a prefix of `--limit 40`;
+  `--passages own`, passages) in racq.annotation.pool's fixed hash order, so `--limit 20` is a prefix of `--limit 40`;
 - passages: `own` = the example's own passages ranked by the embedder, top-k (racq.train.common.
   rank_own_passages, the same ranking and prompt builder as training); `retrieved` = top-k from the
   corpus index (racq.retrieval), the app's path;
@@ -20,7 +20,7 @@ What a run does, and why:
   generates nothing and loads no model; adding a stage generates only that stage. Scores are cached
   the same way (by scorer settings and texts);
 - the gold question is also scored for faithfulness (row `gold`): the reference's own grounding;
-- output: results/<run>/metrics.json, per_example.jsonl, report.md (racq.evalreport), plots.png.
+- output: results/<run>/metrics.json, per_example.jsonl, report.md (racq.eval.report), plots.png.
 """
 
 
@@ -36,12 +36,13 @@ from typing import Callable, Sequence
 
 from racq.config import ADAPTERS_DIR, BASE_MODEL, DEFAULT_EMBEDDER, REPO_ROOT, PromptConfig, helpfield
 from racq.data import Example, load_examples
-# generation and its caches live in racq.evalgen; these names are importable from here as before
-from racq.evalgen import (QUERY_ONLY_STAGES, EvalError, JsonlCache, generate_all, prompt_evidence,  # noqa: F401
+# generation and its caches live in racq.eval.gen; these names are importable from here as before
+from racq.eval.gen import (QUERY_ONLY_STAGES, EvalError, JsonlCache, generate_all, prompt_evidence,  # noqa: F401
                           sha_key, stage_hashes)
-from racq.metrics import METRICS as REF_METRICS
-from racq.options import repeats_option
-from racq.usefulness import EVIDENCE_METRICS, USEFUL_METRICS, evidence, useful_scores
+from racq.retrieval.named import named_loader
+from racq.scoring.metrics import METRICS as REF_METRICS
+from racq.scoring.options import repeats_option
+from racq.scoring.usefulness import EVIDENCE_METRICS, USEFUL_METRICS, evidence, useful_scores
 
 USEFUL_COLUMNS = (*USEFUL_METRICS, *EVIDENCE_METRICS, "grounded_prompt")
 FAITH_METRICS = ("option_support", "hallucinated", "grounded", "repeats_option", "has_options", "novel_content", "parent_precision",
@@ -94,9 +95,9 @@ class EvalConfig:
 # ---------------------------------------------------------------- examples and passages
 def pick_examples(datasets: Sequence[str], split: str, limit: int, need_passages: bool = True,
                   data_file: str | None = None, index=None) -> list[Example]:
-    """Per dataset, the first `limit` usable examples in racq.pool's fixed hash order. With `data_file`,
+    """Per dataset, the first `limit` usable examples in racq.annotation.pool's fixed hash order. With `data_file`,
     its rows instead, per `dataset` label in the file (`datasets` ignored); split `all` takes every split."""
-    from racq.pool import order_key
+    from racq.annotation.pool import order_key
 
     found = load_examples(datasets, split=None if split == "all" else split, data_file=data_file, index=index)
     out = []
@@ -145,7 +146,7 @@ class CachedScorer:
         return value
 
     def reference(self, preds: Sequence[str], golds: Sequence[str]) -> list[dict]:
-        from racq.metrics import reference_scores_batch
+        from racq.scoring.metrics import reference_scores_batch
 
         keys = [sha_key(["ref", self.embedder_name, p, g]) for p, g in zip(preds, golds)]
         vals = [self.cache.get(k) for k in keys]
@@ -182,8 +183,8 @@ def flat_scores(faith: dict, ref: dict | None, question: str, query: str = "", i
 def evaluate(cfg: EvalConfig, *, stage_model=None, scorer=None, index=None, examples=None, embedder=None,
              log: Callable[[str], None] | None = None) -> dict:
     """Run the evaluation described in the module docstring; returns the metrics dict it writes."""
-    from racq import evalreport
-    from racq.faithfulness import FaithfulnessConfig, Scorer
+    from racq.eval import report as evalreport
+    from racq.scoring.faithfulness import FaithfulnessConfig, Scorer
 
     say = log or (lambda m: print(f"[racq eval] {m}", file=sys.stderr, flush=True))
     t0 = time.time()
@@ -216,7 +217,8 @@ def _examples(cfg: EvalConfig, examples, say) -> list[Example]:
     if cfg.reference_stage not in cfg.stages:
         say(f"reference stage {cfg.reference_stage} not evaluated: no paired tests")
     exs = list(examples) if examples is not None else pick_examples(cfg.datasets, cfg.split, cfg.limit,
-                                                                     cfg.passages == "own", cfg.data, cfg.index)
+                                                                     cfg.passages == "own", cfg.data,
+                                                                     named_loader(cfg.index))
     if not exs:
         raise EvalError(f"{cfg.data} has no {cfg.split} examples (`racq data stats --data {cfg.data}` counts "
                         f"them per split; --split all takes every row)" if cfg.data else "no examples to evaluate")
@@ -253,7 +255,7 @@ def _calibration(cfg: EvalConfig, scorer, cs: CachedScorer, say) -> dict | None:
     """The scorer's agreement with the hand-labelled calibration set, when asked for and present."""
     if not cfg.calibration:
         return None
-    from racq.calibration import calibration_agreement
+    from racq.scoring.calibration import calibration_agreement
 
     from racq.data import DataError
 
@@ -281,7 +283,7 @@ def _run_facts(cfg: EvalConfig, cs: CachedScorer, gen_stats: dict, say) -> dict:
 
 def _interpretations(query: str) -> list:
     from racq.data import DataError
-    from racq.usefulness import interpretations_for
+    from racq.scoring.usefulness import interpretations_for
 
     try:
         return interpretations_for(query)
@@ -291,7 +293,7 @@ def _interpretations(query: str) -> list:
 
 def _matcher_agreement(say) -> dict | None:
     from racq.data import DataError
-    from racq.usefulness import matcher_agreement
+    from racq.scoring.usefulness import matcher_agreement
 
     try:
         return matcher_agreement()

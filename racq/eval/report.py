@@ -1,7 +1,7 @@
 """What `racq eval` writes: aggregates with bootstrap CIs and paired tests, report.md, plots.png, and
 our ROUGE-L next to the RAC paper's.
 
-    from racq.evalreport import paper_table
+    from racq.eval.report import paper_table
     print(paper_table(json.load(open("results/v1/metrics.json"))["results"]))   # the README can reuse it
 """
 
@@ -13,8 +13,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
-from racq.evalstats import bootstrap_ci, paired_test
-from racq.metrics import METRICS as REF_METRICS
+from racq.eval.significance import bootstrap_ci, paired_test
+from racq.scoring.metrics import METRICS as REF_METRICS
 
 # Published ROUGE-L of RAC (Kebir et al., ECIR 2026), an 8B model trained and decoded on GPUs.
 PAPER_ROUGE_L = {"paqa": 46.83, "cambignq": 36.66, "clariq": 36.25, "qulac": 33.14}
@@ -33,7 +33,7 @@ LABELS = {"rouge1": "ROUGE-1 ↑", "rouge2": "ROUGE-2 ↑", "rougeL": "ROUGE-L �
 USEFUL_COLUMNS = ("useful_grounded", "covers_any", "coverage", "distinct_options", "evidence_2plus",
                   "evidence_share", "grounded_prompt")
 USEFUL_NOTE = (
-    "Against AmbigNQ's human interpretations of each query (data/ambignq/, racq.usefulness). `covers ≥ 1 "
+    "Against AmbigNQ's human interpretations of each query (data/ambignq/, racq.scoring.usefulness). `covers ≥ 1 "
     "interpretation` = at least one option names one of them (distinguishing words or answer); `interpretation "
     "coverage` = share named; `≥ 2 distinct options` = two options that differ and add something beyond the query "
     "(an echo of the query is no option, \"X, or X\" is one); `useful & grounded` = grounded ∧ ≥ 2 distinct ∧ "

@@ -1,7 +1,7 @@
 """How well the faithfulness metric agrees with people: a hand-labelled set of real clarifying
 questions and the accuracy / Cohen's kappa of the metric's `hallucinated` flag against the labels.
 
-    from racq.calibration import calibration_agreement, load_calibration
+    from racq.scoring.calibration import calibration_agreement, load_calibration
     calibration_agreement()          # {'n': .., 'accuracy': .., 'kappa': .., 'by_source': {...}, ...}
 
 The set (data/calibration/faithfulness.jsonl, criteria in data/calibration/README.md) holds
@@ -19,7 +19,7 @@ from typing import Callable, Iterator, Sequence
 
 from racq.config import DATA_DIR
 from racq.data import DataError, Passage, jsonl_rows
-from racq.evalstats import agreement
+from racq.scoring.agreement import agreement
 
 CALIBRATION_FILE = DATA_DIR / "calibration" / "faithfulness.jsonl"
 LABELS = ("faithful", "unfaithful")
@@ -63,7 +63,7 @@ def calibration_agreement(scorer=None, items: Sequence[dict] | None = None,
         items = load_calibration()
     if score_fn is None:
         if scorer is None:
-            from racq.faithfulness import Scorer
+            from racq.scoring.faithfulness import Scorer
 
             scorer = Scorer()
         score_fn = scorer.score

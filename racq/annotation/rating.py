@@ -3,7 +3,7 @@ where the CIs overlap, votes per stage pair, inter-annotator agreement (Cohen's 
 left/right position bias, and auto-vs-human ranking agreement.
 
     from racq.store import open_db, effective_votes
-    from racq import rating
+    from racq.annotation import rating
     votes = effective_votes(open_db())
     rating.bradley_terry(votes)          # [{stage, rating, ci_low, ci_high, elo, ...}] best first
     rating.agreement(votes); rating.position_bias(votes)
@@ -23,6 +23,8 @@ from itertools import combinations
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
+
+from racq.scoring.agreement import cohen_kappa
 
 LEFT_SCORE = {"left": 1.0, "right": 0.0, "tie": 0.5, "both_bad": 0.5}
 ELO_SCALE = 400.0 / math.log(10.0)  # Elo points per unit of log-strength
@@ -178,22 +180,6 @@ def pair_votes(votes: Iterable[Mapping], stages: Sequence[str] | None = None) ->
 
 
 # ------------------------------------------------------------------ agreement
-def cohen_kappa(a: Sequence, b: Sequence) -> float:
-    """Cohen's kappa of two raters' labels on the same items (1.0 when they agree on every item)."""
-    if len(a) != len(b) or not a:
-        raise ValueError(f"need two equally long, non-empty label lists (got {len(a)} and {len(b)})")
-    cats = sorted(set(a) | set(b), key=str)
-    k = {c: i for i, c in enumerate(cats)}
-    m = np.zeros((len(cats), len(cats)))
-    for x, y in zip(a, b):
-        m[k[x], k[y]] += 1
-    m /= m.sum()
-    po, pe = np.trace(m), float(m.sum(1) @ m.sum(0))
-    if po == 1.0:
-        return 1.0  # perfect agreement, even when a single category makes pe = 1 too
-    return float((po - pe) / (1.0 - pe))
-
-
 def fleiss_kappa(counts) -> float:
     """Fleiss' kappa from an items x categories matrix of rating counts. Items may have different
     numbers of raters (each needs two or more): P_i uses each item's own n_i, category shares pool

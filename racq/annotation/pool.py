@@ -4,7 +4,7 @@ its automatic faithfulness score, and the blind pairs (items) made from them.
     racq pool build --n 200               # 200 test-split queries x every stage on disk
     racq pool build --existing            # after a DPO round: only the new stage's candidates
 
-    from racq.pool import build_pool
+    from racq.annotation.pool import build_pool
     build_pool("annotations/racq.db", n=200)             # loads the app's Asker (model, index, scorer)
 
 What a run does, and why:
@@ -49,7 +49,7 @@ class PoolError(RuntimeError):
 
 
 def order_key(ex: Example) -> str:
-    """The fixed hash order queries are picked in (pick_queries; racq.evaluate samples in it too)."""
+    """The fixed hash order queries are picked in (pick_queries; racq.eval.run samples in it too)."""
     return hashlib.sha256(f"{ex.dataset}\t{ex.topic_id}\t{ex.query}".encode()).hexdigest()
 
 
@@ -184,7 +184,7 @@ def _asker_and_scorer(asker, stage_model, index, scorer, score: bool):
             asker = Asker.load(with_scorer=score and scorer is None, stage_model=stage_model, index=index)
     scorer = scorer if scorer is not None else asker.scorer
     if score and scorer is None:
-        from racq.faithfulness import Scorer
+        from racq.scoring.faithfulness import Scorer
 
         scorer = Scorer()
     return asker, scorer

@@ -5,7 +5,7 @@ study's own database, so two studies never mix their votes.
     racq app --study annotations/study.example.yaml
     python app.py --study my-study.yaml
 
-    from racq.study import load_study
+    from racq.annotation.study import load_study
     study = load_study("annotations/study.example.yaml")   # StudyConfig, or StudyError naming file and key
 
 Every key is optional (the defaults are the app's behaviour without a study file); an unknown key, a

@@ -1,6 +1,6 @@
 """Reference metrics: a predicted clarifying question against the gold question.
 
-    from racq.metrics import reference_scores, reference_scores_batch
+    from racq.scoring.metrics import reference_scores, reference_scores_batch
     reference_scores("Do you mean the film?", "Do you mean the film or the book?")
     # {'rouge1': ..., 'rouge2': ..., 'rougeL': ..., 'bleu': ..., 'embed_sim': ...}
 

@@ -1,9 +1,11 @@
-"""TRL preference files from the annotators' votes: the store's pair rows -> prompt/chosen/rejected rows.
+"""Exports of the annotators' votes: TRL preference files (the store's pair rows -> prompt/chosen/rejected
+rows) and raw vote files, each with an optional dataset card (racq.annotation.datacard).
 
-    from racq.prefs import export_prefs
+    from racq.annotation.prefs import export_prefs, export_votes
+    export_votes(open_db(), "runs/votes.csv", card="runs/README.md")   # every raw vote row + a dataset card
     export_prefs(open_db(), "runs/prefs.jsonl", tokenizer=tok)   # conversational when tok has a chat template
     export_prefs(open_db(), "runs/prefs.parquet", format="parquet", conversational=False)
-    export_prefs(open_db(), "runs/prefs.jsonl", card="runs/README.md")   # + a dataset card (racq.datacard)
+    export_prefs(open_db(), "runs/prefs.jsonl", card="runs/README.md")   # + a dataset card (racq.annotation.datacard)
 
 TRL's explicit-prompt preference format: `prompt`, `chosen`, `rejected`. Conversational: `prompt` is the
 message list from racq.prompts.passage_prompt_messages, `chosen`/`rejected` are one assistant message
@@ -21,10 +23,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable
 
-from racq.datacard import render_card, write_card
+from racq.annotation.datacard import render_card, write_card
 from racq.prompts import has_chat_template, passage_prompt_messages, render
 from racq.store import Store
-from racq.store.export import format_of, prefs_snapshot, write_rows
+from racq.store.export import format_of, prefs_snapshot, votes_snapshot, write_rows
 
 LINEAGE = ("item_id", "query_id", "dataset", "topic_id", "vote_ids", "annotators", "chosen_stage", "rejected_stage",
            "chosen_candidate_id", "rejected_candidate_id")
@@ -58,7 +60,7 @@ def export_prefs(db: Store, path: str | Path, format: str | None = None, tokeniz
     format: 'jsonl', 'parquet' or 'csv' (default: from the file suffix). conversational: message lists
     (default: True exactly when `tokenizer` has a chat template). top_k/passage_tokens go to the
     prompt builder; stages/unused_only go to preference_pairs. card: also write a dataset card there
-    (racq.datacard.card_path(path) picks the usual place).
+    (racq.annotation.datacard.card_path(path) picks the usual place).
     """
     path = Path(path)
     format = format_of(path, format)
@@ -73,4 +75,16 @@ def export_prefs(db: Store, path: str | Path, format: str | None = None, tokeniz
     return len(rows)
 
 
-__all__ = ["export_prefs", "trl_rows", "LINEAGE"]
+def export_votes(db: Store, path: str | Path, format: str | None = None, *, card: str | Path | None = None) -> int:
+    """Write every raw vote row (undo rows included, oldest first); returns the number of rows.
+    card: also write a dataset card there."""
+    path = Path(path)
+    format = format_of(path, format)
+    rows, facts = votes_snapshot(db)
+    write_rows(rows, path, format)
+    if card is not None:
+        write_card(card, render_card("votes", path, format, rows, facts, db_name=db.path.name, filters={}))
+    return len(rows)
+
+
+__all__ = ["export_prefs", "export_votes", "trl_rows", "LINEAGE"]

@@ -1,7 +1,7 @@
 """Usefulness of a clarifying question: does it offer the query's real interpretations, as distinct
 options, and could the prompt's passages have supported them at all?
 
-    from racq.usefulness import usefulness, interpretations_for
+    from racq.scoring.usefulness import usefulness, interpretations_for
     interps = interpretations_for("Who won the world cup?")          # AmbigNQ's, [] when unknown
     usefulness("Who won the world cup?", "Which one: the 2018 men's or the 2019 women's?", passages, interps)
     # -> {'coverage': 0.5, 'covers_any': 1, 'n_distinct': 2, 'distinct_options': 1, 'grounded': 1,
@@ -16,7 +16,7 @@ annotation (AmbigNQ's primary annotator; later ones re-phrase the same readings,
 one reading twice).
 
 Matcher (`match_score`; agreement with hand labels in data/calibration/usefulness.jsonl, README there):
-an option (racq.options: its core, the content words beyond the query and the question's frame) names an
+an option (racq.scoring.options: its core, the content words beyond the query and the question's frame) names an
 interpretation when it holds at least `MATCH_SHARE` of the interpretation's *distinguishing words* (the
 content words of its disambiguated question that the query lacks: "from 2015 to 2020", "men's") or of
 one of its *answers* (minus the query's words); when both sides carry numbers, a disjoint set of
@@ -24,9 +24,9 @@ numbers is no match (the 3rd season is not the 5th). Each option names the inter
 best, so one option is not counted for every reading that shares a frame word.
 
 - coverage = share of the interpretations some option names; covers_any = coverage > 0;
-- n_distinct = options whose word sets differ (racq.options already drops echoes of the query and exact
+- n_distinct = options whose word sets differ (racq.scoring.options already drops echoes of the query and exact
   repeats: "X, or X" is one option); distinct_options = n_distinct >= 2;
-- useful_grounded = grounded (racq.evaluate's: >= 1 option, none unsupported) and distinct_options and
+- useful_grounded = grounded (racq.eval.run's: >= 1 option, none unsupported) and distinct_options and
   covers_any -- the headline usefulness rate;
 - `evidence`: which interpretations the passages hold evidence for (one passage unit, as the
   faithfulness scorer splits them, holds all words of an answer or all distinguishing words); the
@@ -42,10 +42,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
-from racq.calibration import labelled_rows
+from racq.scoring.calibration import labelled_rows
 from racq.config import DATA_DIR
 from racq.data import DataError, Passage, normalise_query
-from racq.options import content_tokens, extract_options, is_number, norm_tokens
+from racq.scoring.options import content_tokens, extract_options, is_number, norm_tokens
 
 INTERPRETATIONS_FILE = DATA_DIR / "ambignq" / "interpretations.jsonl.gz"
 # Share of an interpretation's distinguishing words (or of one answer's words) an option must hold.
@@ -139,7 +139,7 @@ def distinct_cores(cores: Sequence[Sequence[str]]) -> int:
 
 def useful_scores(query: str, question: str, interps: Sequence[Interpretation], grounded: int | None,
                   cores: Sequence[Sequence[str]] | None = None) -> dict:
-    """The usefulness numbers from option cores (racq.options; extracted here when not given)."""
+    """The usefulness numbers from option cores (racq.scoring.options; extracted here when not given)."""
     if cores is None:
         cores = [o.core for o in extract_options(question, query)]
     n_distinct = distinct_cores(cores)
@@ -158,7 +158,7 @@ def usefulness(query: str, question: str, passages: Sequence[Passage], interpret
     faithfulness scorer (`faith`, its result, when already computed). For the Explore card and the
     leaderboard as much as for `racq eval`."""
     if faith is None:
-        from racq.faithfulness import Scorer
+        from racq.scoring.faithfulness import Scorer
 
         faith = (scorer or Scorer()).score(query, passages, question)
     grounded = int(faith["n_options"] > 0 and not faith["hallucinated"])
@@ -170,7 +170,7 @@ def card_usefulness(query: str, question: str, faith: dict) -> dict:
     """What the Explore card shows beside faithfulness (racq.service scores it): `usefulness` against the
     query's human interpretations (none: coverage None), plus whether the question offers one option
     twice or offers the query itself (both dropped from the options, so the card says why they count less)."""
-    from racq.options import echoes_query, repeats_option
+    from racq.scoring.options import echoes_query, repeats_option
 
     out = usefulness(query, question, (), interpretations_for(query), faith=faith)
     return {**out, "repeats_option": int(repeats_option(question, query)),
@@ -209,7 +209,7 @@ def stage_usefulness(rows: Sequence[dict]) -> dict[str, dict]:
 def evidence(query: str, passages: Sequence[Passage], interps: Sequence[Interpretation]) -> dict:
     """Which interpretations the passages hold evidence for: one unit (sentence or window, as the
     faithfulness scorer splits passages) with all words of an answer or all distinguishing words."""
-    from racq.faithfulness import split_units
+    from racq.scoring.faithfulness import split_units
 
     units = [u.tokens for p in passages for u in split_units(p)]
     found = []
@@ -235,7 +235,7 @@ def load_labels(path: str | Path = CALIBRATION_FILE) -> list[dict]:
 def matcher_agreement(items: Sequence[dict] | None = None, share: float = MATCH_SHARE) -> dict:
     """Accuracy and Cohen's kappa of the matcher ("this question names this interpretation") against
     the hand labels, overall, without the borderline items, and per source; disagreements listed."""
-    from racq.evalstats import agreement
+    from racq.scoring.agreement import agreement
 
     items = load_labels() if items is None else items
     flags = []

@@ -2,12 +2,13 @@
 
     racq export prefs runs/prefs.jsonl        # runs/prefs.jsonl + runs/README.md (the card)
 
-    from racq.datacard import card_path
+    from racq.annotation.datacard import card_path
+    from racq.annotation.prefs import export_votes
     export_votes(db, "runs/votes.csv", card=card_path("runs/votes.csv"))
 
 A card says what a row is and, from the exported rows and the facts racq.store.export.card_facts
 read in the same snapshot: counts per stage pair and outcome, the annotators, their agreement
-(racq.rating.agreement, the figure `racq rate` prints), the training rounds and which of the file's
+(racq.annotation.rating.agreement, the figure `racq rate` prints), the training rounds and which of the file's
 votes and candidates they involve, and where the queries and passages come from with their licence
 (passages are checked against RACQ's shipped corpus by content hash; any other passage came from an
 own corpus, whose licence only its owner knows).
@@ -20,11 +21,11 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import os
 from collections import Counter
 from pathlib import Path
 
-from racq import rating
+from racq.annotation import rating
+from racq.files import write_atomic
 
 MARK = "<!-- racq dataset card for {name} -->"
 # data/README.md's licence column, per dataset a pool query can come from
@@ -55,15 +56,7 @@ def card_path(export_path: str | Path) -> Path:
 
 def write_card(path: str | Path, text: str) -> Path:
     """Write the card atomically (a temporary name, then renamed)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic(path, text)
 
 
 @functools.lru_cache(maxsize=1)
@@ -175,7 +168,7 @@ def _agreement(effective: list[dict]) -> list[str]:
     kappa = "n/a" if a["kappa"] != a["kappa"] else f"{a['kappa']:.2f}"  # NaN != NaN
     name = "Cohen's" if a["method"] == "cohen" else "Fleiss'"
     out += [f"{name} κ = {kappa} over {a['items']} items judged by two or more of {len(a['annotators'])} "
-            "annotators (skips excluded; racq.rating.agreement, the figure `racq rate` prints)."]
+            "annotators (skips excluded; racq.annotation.rating.agreement, the figure `racq rate` prints)."]
     if a["pairwise"]:
         out += ["", _table(["annotators", "Cohen's κ", "shared items"],
                            [[k.replace("|", " & "), f"{v['kappa']:.2f}", v["items"]]

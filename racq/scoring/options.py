@@ -1,6 +1,6 @@
-"""Text normalisation and option extraction for clarifying questions (used by racq.faithfulness).
+"""Text normalisation and option extraction for clarifying questions (used by racq.scoring.faithfulness).
 
-    from racq.options import extract_options
+    from racq.scoring.options import extract_options
     [o.text for o in extract_options("Which chairman: 4th, 3rd, or 2nd?", "who is the current chairman")]
     # -> ['4th', '3rd', '2nd']
 
@@ -44,7 +44,7 @@ a middle conjunct keeps its frame; options joined by "and" are not split; whole-
 all their content words; statements (no lead-in, no "or") offer no options, so a model that answers
 instead of asking is judged by novel_content/PARENT, not here; Roman numerals are not numbers;
 "play-off" does not meet "playoff"; stemming does not catch synonyms (that is the semantic check's
-job, in racq.faithfulness).
+job, in racq.scoring.faithfulness).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
     racq train dpo --from-votes --synthetic-weight 0.3 --db annotations/racq.db
     racq pool build --existing                                    # then: candidates of the new stage
 
-    from racq.feedback import usable_pairs, train_round
+    from racq.annotation.retrain import usable_pairs, train_round
     usable_pairs(open_db())          # {"pairs": 42, "new_pairs": 10, "excluded": {...}, ...}
     train_round(TrainConfig(), synthetic_weight=0.3, progress=print)
 
@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Callable
 
 from racq.config import TrainConfig
-from racq.prefs import export_prefs
+from racq.annotation.prefs import export_prefs
 from racq.train import dist
 from racq.store import (ROUND_LEASE, LeaseHeld, Store, effective_votes, fail_stale_rounds, finish_round,
                         held_lease, link_round_votes, open_db, preference_pairs, record_round,

@@ -2,9 +2,9 @@
 stage adapters), and generate_all, which asks every stage for its question on every example and
 generates only what the cache lacks.
 
-racq.evaluate re-exports what it always offered from here (generate_all, JsonlCache, EvalError,
-QUERY_ONLY_STAGES); its docstring describes the whole run. `cfg` below is a racq.evaluate.EvalConfig
-(not imported here: racq.evaluate imports this module).
+racq.eval.run re-exports what it always offered from here (generate_all, JsonlCache, EvalError,
+QUERY_ONLY_STAGES); its docstring describes the whole run. `cfg` below is a racq.eval.run.EvalConfig
+(not imported here: racq.eval.run imports this module).
 """
 
 from __future__ import annotations

@@ -38,6 +38,7 @@ from typing import Callable
 
 from racq.config import TrainConfig
 from racq.annotation.prefs import export_prefs
+from racq.train import dist
 from racq.store import (ROUND_LEASE, LeaseHeld, Store, effective_votes, fail_stale_rounds, finish_round,
                         held_lease, link_round_votes, open_db, preference_pairs, record_round,
                         used_vote_ids)
@@ -130,7 +131,23 @@ def train_round(cfg: TrainConfig, db_path: str | Path | Store | None = None, syn
     progress: a callable taking event dicts ({"event": "message", "message": ...} for the steps of a
     round, then the training events of progress_callback), or a ready TrainerCallback.
     Returns {round_id, stage, adapter, n_human_pairs, n_synthetic_pairs, synthetic_weight, votes, metrics}.
+
+    Under a launcher (`accelerate launch ... -m racq.cli train dpo --from-votes`) rank 0 alone touches
+    the database (lease, round, votes) and writes the pairs files; it sends the other ranks the plan
+    (files, stage name) and they train on it with it, then return what the written manifest says.
     """
+    if not dist.is_main():
+        return _follow_round(cfg, progress)
+    plan_sent: list[bool] = []
+    try:
+        return _lead_round(cfg, db_path, synthetic_weight, progress, start, reference, min_pairs, plan_sent)
+    except BaseException as exc:
+        if not plan_sent:  # the other ranks wait for a plan: send them why there is none (no-op alone)
+            dist.share({"error": f"{type(exc).__name__}: {exc}"})
+        raise
+
+
+def _lead_round(cfg, db_path, synthetic_weight, progress, start, reference, min_pairs, plan_sent) -> dict:
     db = _store(db_path)
     say = (lambda msg: progress({"event": "message", "message": msg})) if callable(progress) else (lambda msg: None)
     with contextlib.ExitStack() as stack:
@@ -140,7 +157,33 @@ def train_round(cfg: TrainConfig, db_path: str | Path | Store | None = None, syn
             raise FeedbackError(f"another training round is running: {e}; wait for it to finish") from None
         for r in fail_stale_rounds(db):  # we hold the lease: any other 'running' round is an orphan
             say(f"round {r['id']} ({r['stage']}) marked failed: {r['metrics']['error']}")
-        return _train_round(cfg, db, synthetic_weight, progress, say, start, reference, min_pairs, lease.holder)
+        return _train_round(cfg, db, synthetic_weight, progress, say, start, reference, min_pairs, lease.holder,
+                            plan_sent)
+
+
+def _as_callback(progress):
+    """The TrainerCallback that `progress` is or asks for (None for none)."""
+    if progress is None:
+        return None
+    return progress_callback(progress) if callable(progress) else progress
+
+
+def _follow_round(cfg: TrainConfig, progress) -> dict:
+    """A rank other than 0: train rank 0's plan (rank 0 records the round and writes the adapter)."""
+    from racq.train.dpo import train_dpo
+
+    plan = dist.share()
+    if "error" in plan:
+        raise FeedbackError(f"rank 0 did not start the round: {plan['error']}")
+    callback = _as_callback(progress)
+    path = train_dpo(cfg, plan["files"], start=plan["start"], reference=plan["reference"], name=plan["name"],
+                     extra_manifest=plan["extra"], callbacks=[callback] if callback is not None else None)
+    manifest = json.loads((Path(path) / "manifest.json").read_text())
+    extra = plan["extra"]
+    return {"round_id": extra["round_id"], "stage": plan["name"], "adapter": str(path),
+            "n_human_pairs": extra["n_human_pairs"], "n_synthetic_pairs": extra["n_synthetic_pairs"],
+            "synthetic_weight": extra["synthetic_weight"], "votes": extra["n_votes"],
+            "metrics": manifest.get("metrics") or {}, "status": f"trained on rank {dist.rank()} (rank 0 records it)"}
 
 
 def _check_inputs(cfg, db, synthetic_weight, start, reference, min_pairs) -> tuple[dict, object, list[dict]]:
@@ -189,14 +232,12 @@ def _export(cfg, db, tok, folder: Path, synthetic_all, synthetic_weight) -> tupl
     return files, n_human, synthetic, vote_ids
 
 
-def _train_round(cfg, db, synthetic_weight, progress, say, start, reference, min_pairs, runner) -> dict:
+def _train_round(cfg, db, synthetic_weight, progress, say, start, reference, min_pairs, runner, plan_sent) -> dict:
     from racq.models import next_round_name
     from racq.train.common import config_dict
     from racq.train.dpo import train_dpo
 
-    callback = progress if progress is not None and not callable(progress) else None
-    if callback is None and progress is not None:
-        callback = progress_callback(progress)
+    callback = _as_callback(progress)
     summary, tok, synthetic_all = _check_inputs(cfg, db, synthetic_weight, start, reference, min_pairs)
     adapters = Path(cfg.adapters_dir)
     name = next_round_name(adapters)
@@ -215,11 +256,14 @@ def _train_round(cfg, db, synthetic_weight, progress, say, start, reference, min
         stale = Path(cfg.run_dir) / name  # checkpoints of an earlier failed round of this name: not ours
         if stale.exists():
             shutil.rmtree(stale)
+        extra = {"round_id": rid, "source": "human feedback", "db": str(db.path), "n_human_pairs": n_human,
+                 "n_synthetic_pairs": len(synthetic), "synthetic_weight": synthetic_weight, "n_votes": len(vote_ids)}
+        # the other ranks (under a launcher) train this same plan from the files just written
+        dist.share({"files": [str(f) for f in files], "start": start, "reference": reference, "name": name,
+                    "extra": extra})
+        plan_sent.append(True)
         say(f"training round {rid} ({name}) from {start}, reference {reference}")
-        path = train_dpo(cfg, files, start=start, reference=reference, name=name,
-                         extra_manifest={"round_id": rid, "source": "human feedback", "db": str(db.path),
-                                         "n_human_pairs": n_human, "n_synthetic_pairs": len(synthetic),
-                                         "synthetic_weight": synthetic_weight, "n_votes": len(vote_ids)},
+        path = train_dpo(cfg, files, start=start, reference=reference, name=name, extra_manifest=extra,
                          callbacks=[callback] if callback is not None else None)
         manifest = json.loads((Path(path) / "manifest.json").read_text())
     except BaseException as exc:

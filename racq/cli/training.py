@@ -10,6 +10,7 @@ from typing import List, Optional
 import typer
 
 from racq.cli.common import ConfigOpt, DataOpt, IndexOpt, SetOpt, app, data_errors, fail, train_app, train_cfg
+from racq.train.dist import main_print  # under a launcher: the result once, from rank 0
 
 DryRunOpt = typer.Option(False, "--dry-run", help="Build the run (arguments, LoRA, model with PEFT, first batch, "
                          "one forward/backward), print its plan, train nothing and write no adapter.")
@@ -34,6 +35,7 @@ def train_sft_cmd(config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] 
     Example: racq train sft --config recipes/cpu-default.yaml --set max_steps=10
     Example: racq train sft --data my-data.jsonl --set run_dir=runs/mine
     Example: racq train sft --config recipes/llama8b-lora.yaml --dry-run --set base_model=/tmp/tiny-llama31
+    Example: accelerate launch --config_file recipes/accelerate/cpu-2proc.yaml -m racq.cli train sft --set max_steps=10   # 2 processes (docs/scale-out.md)
     """
     from racq.train.sft import train_sft
 
@@ -41,7 +43,7 @@ def train_sft_cmd(config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] 
         return dry_run(train_cfg(config, set_, data, index), "sft")
 
     with data_errors():
-        print(train_sft(train_cfg(config, set_, data, index)))
+        main_print(train_sft(train_cfg(config, set_, data, index)))
 
 
 @train_app.command("uncond")
@@ -57,7 +59,7 @@ def train_uncond_cmd(config: Optional[Path] = ConfigOpt, set_: Optional[List[str
         return dry_run(train_cfg(config, set_, data, index), "uncond")
 
     with data_errors():
-        print(train_sft(train_cfg(config, set_, data, index), query_only=True))
+        main_print(train_sft(train_cfg(config, set_, data, index), query_only=True))
 
 
 @train_app.command("dpo")
@@ -78,6 +80,7 @@ def train_dpo_cmd(config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] 
     Example: racq train dpo --from-votes          # -> aligned-r1, aligned-r2, ...
     Example: racq train dpo --data my-data.jsonl --set run_dir=runs/mine
     Example: racq train dpo --config recipes/llama8b-lora.yaml --dry-run --set base_model=/tmp/tiny-llama31
+    Example: accelerate launch --config_file recipes/accelerate/cpu-2proc.yaml -m racq.cli train dpo --from-votes   # rank 0 alone uses the DB
     """
     cfg = train_cfg(config, set_, data, index)
     if dry:
@@ -87,10 +90,10 @@ def train_dpo_cmd(config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] 
 
         def say(ev: dict) -> None:  # the round's steps (and orphaned rounds it marks failed), not every loss
             if ev.get("event") == "message":
-                print(ev["message"], flush=True)
+                main_print(ev["message"], flush=True)
 
         try:
-            print(train_round(cfg, db_path=db, synthetic_weight=synthetic_weight, progress=say))
+            main_print(train_round(cfg, db_path=db, synthetic_weight=synthetic_weight, progress=say))
         except FeedbackError as e:  # e.g. another process holds the round lease: say who, no traceback
             fail(str(e))
         return
@@ -100,8 +103,8 @@ def train_dpo_cmd(config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] 
         if cfg.data and not pairs:
             from racq.train.pairs import build_pairs
 
-            print(json.dumps(build_pairs(cfg), indent=2))
-        print(train_dpo(cfg, pairs or None, start=start, name=name))
+            main_print(json.dumps(build_pairs(cfg), indent=2))
+        main_print(train_dpo(cfg, pairs or None, start=start, name=name))
 
 
 @train_app.command("all")
@@ -115,7 +118,7 @@ def train_all_cmd(config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] 
     from racq.train.pipeline import train_all
 
     with data_errors():
-        print(json.dumps(train_all(train_cfg(config, set_, data, index)), indent=2, default=str))
+        main_print(json.dumps(train_all(train_cfg(config, set_, data, index)), indent=2, default=str))
 
 
 @app.command()
@@ -125,11 +128,12 @@ def pairs(config: Optional[Path] = ConfigOpt, set_: Optional[List[str]] = SetOpt
 
     Example: racq pairs --set alpha=0.7 --set t2_limit=50
     Example: racq pairs --data my-data.jsonl --set run_dir=runs/mine
+    Example: accelerate launch --config_file recipes/accelerate/cpu-2proc.yaml -m racq.cli pairs   # batches shared by 2 ranks, same file as one process
     """
     from racq.train.pairs import build_pairs
 
     with data_errors():
-        print(json.dumps(build_pairs(train_cfg(config, set_, data, index)), indent=2))
+        main_print(json.dumps(build_pairs(train_cfg(config, set_, data, index)), indent=2))
 
 
 

@@ -17,6 +17,7 @@ from racq.config import REPO_ROOT, TrainConfig
 from racq.data import Example, Passage, load_examples
 from racq.prompts import has_chat_template, passage_prompt_messages, query_prompt_messages
 from racq.retrieval.named import named_loader
+from racq.train import dist
 
 
 class RunDataError(ValueError):
@@ -44,7 +45,14 @@ DATA_SOURCE_FILE = "data-source.json"
 def check_run_data(cfg: TrainConfig) -> None:
     """Refuse a run folder made from other data: its finished steps, checkpoints and pairs would be
     resumed on top of this data's. The first step of a run records the source; a folder from before
-    this record existed was made from the shipped datasets (the only data there was)."""
+    this record existed was made from the shipped datasets (the only data there was).
+
+    Under a launcher rank 0 checks (and records) first; the other ranks then check against its record."""
+    with dist.main_first():
+        _check_run_data(cfg)
+
+
+def _check_run_data(cfg: TrainConfig) -> None:
     if cfg.data:  # a bad row fails here, before anything is recorded
         load_examples(data_file=cfg.data, index=named_loader(cfg.index))
     run = Path(cfg.run_dir)
@@ -70,8 +78,14 @@ def rank_own_passages(examples: Sequence[Example], embedder: str, k: int,
                       cache: Path | None = None) -> list[list[Passage]]:
     """Each example's own passages ranked against its query (top-k), as the RAC authors did.
 
-    One batched encode for all queries and passages; the result is cached in the run folder.
+    One batched encode for all queries and passages; the result is cached in the run folder. Under a
+    launcher rank 0 encodes and writes the cache first; the other ranks read it (no embedder, no write).
     """
+    with dist.main_first():
+        return _rank_own_passages(examples, embedder, k, cache)
+
+
+def _rank_own_passages(examples: Sequence[Example], embedder: str, k: int, cache: Path | None) -> list[list[Passage]]:
     key = hashlib.sha1(json.dumps([[e.query, [p.pid for p in e.passages]] for e in examples]
                                   + [embedder, k]).encode()).hexdigest()[:12]
     if cache is not None and cache.exists():
@@ -168,8 +182,16 @@ def data_hash(examples: Sequence[Example]) -> str:
 
 def save_adapter(model, tokenizer, target: Path, manifest: dict, adapter: str | None = None) -> Path:
     """Write the adapter to a temp folder beside `target`, then rename: a killed run never leaves a
-    half-written stage that the registry would pick up."""
+    half-written stage that the registry would pick up. Under a launcher rank 0 alone writes; every
+    rank returns once it is written."""
     target = Path(target)
+    if dist.is_main():
+        _write_adapter(model, tokenizer, target, manifest, adapter)
+    dist.barrier()
+    return target
+
+
+def _write_adapter(model, tokenizer, target: Path, manifest: dict, adapter: str | None) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / f".tmp-{target.name}-{os.getpid()}"
     if tmp.exists():
@@ -192,7 +214,6 @@ def save_adapter(model, tokenizer, target: Path, manifest: dict, adapter: str | 
         shutil.rmtree(old)
     else:
         tmp.rename(target)
-    return target
 
 
 def config_dict(cfg) -> dict:

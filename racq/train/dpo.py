@@ -8,6 +8,10 @@ The policy continues a stage's LoRA adapter (`sft` by default); TRL freezes a co
 "ref" adapter. When the start is not the SFT adapter (a human-feedback round starting from
 `aligned`), the SFT weights are loaded into that "ref" adapter, so the reference is always SFT and
 every stage stays one adapter of the same shape on the one base model.
+
+Under a launcher (`accelerate launch --config_file recipes/accelerate/cpu-2proc.yaml -m racq.cli train dpo`)
+each rank trains on its share of every batch; rank 0 alone writes the adapter and its manifest
+(world_size, effective batch), the others wait for it (racq.train.dist).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Iterable
 
 from racq.config import TrainConfig
 from racq.train.common import config_dict, last_checkpoint, losses, save_adapter, trainer_args
+from racq.train.dist import run_shape
 
 
 def load_pair_rows(paths: Iterable[Path | str]) -> list[dict]:
@@ -101,12 +106,13 @@ def train_dpo(cfg: TrainConfig, pair_files: Iterable[Path | str] | None = None, 
                 "start_adapter": start, "reference_adapter": reference, "pairs": [str(f) for f in files],
                 "n_pairs": len(rows),
                 "max_length": args.max_length, "config": config_dict(cfg), "metrics": losses(trainer),
-                **(extra_manifest or {})}
+                **run_shape(cfg.batch_size, cfg.grad_accum), **(extra_manifest or {})}
     trainer.model.set_adapter("default")
     return save_adapter(trainer.model, tok, adapters / name, manifest, adapter="default")
 
 
 def write_pairs_jsonl(rows: list[dict], path: Path) -> Path:
+    """Write TRL preference rows as JSONL (call it on rank 0 only under a launcher)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8") as fh:
         for r in rows:

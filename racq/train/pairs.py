@@ -21,10 +21,18 @@ alone rewards a vague option-free or one-option question; this prefers the quest
     racq pairs --set alpha=0.5 --set t2_limit=50
 
 Writes one JSON line per finished example as it goes, so a killed run resumes where it stopped.
+
+Sharded under a launcher (`accelerate launch --config_file recipes/accelerate/cpu-2proc.yaml -m racq.cli
+pairs`): the examples are cut into fixed batches of gen_batch_size, batch k always seeded cfg.seed +
+7*k*gen_batch_size, and rank r samples batches r, r+W, r+2W, ... into its own shard (pairs.rankR.jsonl);
+rank 0 then merges the shards into pairs.jsonl in example order. Batch contents and seeds do not
+depend on the number of ranks, so W ranks write the same file as one process. A killed sharded run
+resumes (its shards are merged first, at any number of ranks).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from pathlib import Path
@@ -33,6 +41,7 @@ from tqdm import tqdm
 
 from racq.config import GenConfig, PromptConfig, TrainConfig
 from racq.prompts import extract_question
+from racq.train import dist
 from racq.train.common import answer_for, check_run_data, prompt_for, rank_own_passages, select_examples
 
 
@@ -113,33 +122,100 @@ def _summary(s: dict | None) -> dict | None:
 
 
 def build_pairs(cfg: TrainConfig, out_path: Path | None = None, stage_model=None) -> dict:
-    """Write `pairs.jsonl` in the run folder (resuming); return counts."""
+    """Write `pairs.jsonl` in the run folder (resuming); return counts. Under a launcher the batches are
+    shared round-robin among the ranks and rank 0 merges their shard files (see the module docstring)."""
     out_path = Path(out_path or Path(cfg.run_dir) / "pairs.jsonl")
     check_run_data(cfg)  # before appending to (resuming) a pairs file made from other data
     sm = _pair_model(cfg, stage_model)
     examples = select_examples(cfg, "t2", cfg.t2_limit)
     ranked = rank_own_passages(examples, cfg.embedder, cfg.top_k, Path(cfg.run_dir) / "ranked-t2.json")
+    order = [e.topic_id for e in examples]
+    # what a killed multi-rank run left counts as done (then the final merge restores example order)
+    leftovers = merge_shards(out_path, order) if dist.is_main() else 0
+    dist.barrier()
     done = _done_keys(out_path)
-    todo = [(e, r) for e, r in zip(examples, ranked) if e.topic_id not in done]
-    stats = {"examples": len(examples), "resumed": len(examples) - len(todo), "written": 0,
+    ws, rk, bs = dist.world_size(), dist.rank(), cfg.gen_batch_size
+    items = list(zip(examples, ranked))
+    # batch k is always examples[k*bs:(k+1)*bs] with seed cfg.seed + 7*k*bs, whoever samples it
+    mine = [(k, [(e, r) for e, r in items[k * bs:(k + 1) * bs] if e.topic_id not in done])
+            for k in range(rk, -(-len(items) // bs), ws)]
+    mine = [(k, todo) for k, todo in mine if todo]
+    stats = {"examples": len(examples), "resumed": sum(t in done for t in order), "written": 0,
              "dropped_identical": 0, "dropped_no_question": 0, "dropped_not_more_faithful": 0}
-    scorer = _scorer(cfg) if cfg.faithfulness_filter and todo else None
+    scorer = _scorer(cfg) if cfg.faithfulness_filter and mine else None
     gen = GenConfig(do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k_sampling,
                     max_new_tokens=cfg.max_new_tokens,
                     # all candidates of a batch in one call: rows draw independently from one seeded RNG
-                    batch_size=cfg.gen_batch_size * max(1, cfg.chosen_candidates, cfg.rejected_candidates))
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    bs = cfg.gen_batch_size
-    with open(out_path, "a", encoding="utf-8") as fh, tqdm(total=len(todo), desc="pairs", unit="ex") as bar:
-        for b in range(0, len(todo), bs):
-            batch = todo[b:b + bs]
-            _pairs_batch(fh, sm, cfg, gen, scorer, batch, cfg.seed + 7 * (stats["resumed"] + b), stats)
+                    batch_size=bs * max(1, cfg.chosen_candidates, cfg.rejected_candidates))
+    target = out_path if ws == 1 else shard_path(out_path, rk)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target, "a", encoding="utf-8") as fh, tqdm(total=sum(len(t) for _, t in mine), desc="pairs",
+                                                           unit="ex", disable=not dist.is_main()) as bar:
+        for k, todo in mine:
+            buf = io.StringIO()
+            _pairs_batch(buf, sm, cfg, gen, scorer, todo, cfg.seed + 7 * k * bs, stats)
+            fh.write(buf.getvalue())  # one write per batch: a kill leaves at most a torn last line
             fh.flush()
             os.fsync(fh.fileno())
-            bar.update(len(batch))
-    stats["total_pairs"] = sum(1 for _ in read_pairs(out_path))
-    (out_path.parent / "pairs.stats.json").write_text(json.dumps(stats, indent=2))
-    return stats
+            bar.update(len(todo))
+    return _finish(out_path, order, stats, resort=leftovers > 0)
+
+
+COUNTS = ("written", "dropped_identical", "dropped_no_question", "dropped_not_more_faithful")
+
+
+def _finish(out_path: Path, order: list[str], stats: dict, resort: bool) -> dict:
+    """Sum the ranks' counts, merge their shards (rank 0; `resort`: put the file in example order even
+    without shards) and write pairs.stats.json; every rank returns rank 0's stats."""
+    every = dist.gather(stats)  # also waits until every rank has closed its shard
+    if dist.is_main():
+        stats = {**stats, **{k: sum(s[k] for s in every) for k in COUNTS}}
+        merge_shards(out_path, order, always=resort)
+        stats["total_pairs"] = sum(1 for _ in read_pairs(out_path)) if out_path.exists() else 0
+        (out_path.parent / "pairs.stats.json").write_text(json.dumps(stats, indent=2))
+    return dist.share(stats)
+
+
+def shard_path(out_path: Path, rank: int) -> Path:
+    """The file rank `rank` writes its batches to (pairs.rank1.jsonl beside pairs.jsonl)."""
+    return out_path.with_name(f"{out_path.stem}.rank{rank}{out_path.suffix}")
+
+
+def merge_shards(out_path: Path, order: list[str], always: bool = False) -> int:
+    """Fold the rank shard files into `out_path` (atomically) and delete them; returns how many shards.
+
+    Each example is a pair row (when kept) followed by its done marker; the merged file holds every
+    finished example once, in `order` (examples from other selections first, as found), which is the
+    file one process writes. A pair row without its marker (a torn write) is dropped: the example is
+    not done and is sampled again. With no shards the file is left as it is, unless `always`."""
+    shards = sorted(out_path.parent.glob(f"{out_path.stem}.rank*{out_path.suffix}"))
+    if not shards and not (always and out_path.exists()):
+        return 0
+    groups: dict[str, list[str]] = {}
+    for path in ([out_path] if out_path.exists() else []) + shards:
+        row_line = None
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                row_line = None
+                continue
+            if "done" in row:
+                if row["done"] not in groups:  # the first finished copy wins (out_path, then shards)
+                    kept = [row_line] if row_line and json.loads(row_line)["topic_id"] == row["done"] else []
+                    groups[row["done"]] = kept + [line]
+                row_line = None
+            elif "prompt" in row:
+                row_line = line
+    index = {t: i for i, t in enumerate(order)}
+    seen = {t: i for i, t in enumerate(groups)}
+    ranked = sorted(groups, key=lambda t: (t in index, index.get(t, seen[t])))
+    tmp = out_path.with_name(f".{out_path.name}.merging")
+    tmp.write_text("".join(line + "\n" for t in ranked for line in groups[t]), encoding="utf-8")
+    tmp.replace(out_path)
+    for path in shards:
+        path.unlink()
+    return len(shards)
 
 
 def _pair_model(cfg: TrainConfig, stage_model=None):

@@ -5,6 +5,10 @@
 
 `runs/<name>/state.json` records each finished step; a killed run skips finished steps, and the
 step it died in resumes from its last Trainer checkpoint (or, for pairs, its last written example).
+
+Under a launcher every rank runs every step (the Trainer steps on their share of each batch, pairs on
+their share of the batches) and rank 0 alone writes state.json:
+    accelerate launch --config_file recipes/accelerate/cpu-2proc.yaml -m racq.cli train all --set max_steps=2
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from racq.config import TrainConfig
+from racq.train import dist
 
 STEPS = ("sft", "uncond", "pairs", "dpo")
 
@@ -42,6 +47,8 @@ def read_state(cfg: TrainConfig) -> dict:
 
 
 def _mark(cfg: TrainConfig, step: str, info: dict) -> None:
+    if not dist.is_main():  # rank 0 alone records a step (its info is every rank's: same step, same result)
+        return
     state = read_state(cfg)
     state["finished"][step] = {"at": time.strftime("%Y-%m-%dT%H:%M:%S"), **info}
     path = _state_path(cfg)
@@ -72,8 +79,9 @@ def train_all(cfg: TrainConfig, steps=STEPS, log=print) -> dict:
     from racq.train.common import check_run_data
 
     check_run_data(cfg)  # finished steps of a run on other data must not be skipped as if they were this one's
-    done = read_state(cfg)["finished"]
-    with tqdm(total=len(steps), desc="train all", unit="step", position=0) as bar:
+    done = dist.share(read_state(cfg)["finished"])  # rank 0's view: every rank runs the same steps
+    log = log if dist.is_main() else (lambda *_: None)  # one log, not one per rank
+    with tqdm(total=len(steps), desc="train all", unit="step", position=0, disable=not dist.is_main()) as bar:
         for step in steps:
             if step in done:
                 log(f"[racq] {step}: already finished at {done[step]['at']}, skipped")
@@ -86,4 +94,5 @@ def train_all(cfg: TrainConfig, steps=STEPS, log=print) -> dict:
                 if os.environ.get(KILL_AFTER_ENV) == step:  # test hook, see KILL_AFTER_ENV
                     os.kill(os.getpid(), signal.SIGKILL)
             bar.update(1)
+    dist.barrier()  # rank 0 has written the last step's state before any rank reads it
     return read_state(cfg)

@@ -4,6 +4,11 @@ p(question | query) -> adapter `uncond`. The loss covers the question tokens onl
     racq train sft                   # the passage model
     racq train uncond                # the query-only model (same recipe, same t1)
     accelerate launch -m racq.cli train sft --config recipes/llama8b-lora.yaml   # on GPUs
+    accelerate launch --config_file recipes/accelerate/cpu-2proc.yaml -m racq.cli train sft   # 2 CPU processes
+
+Under a launcher every rank trains on its share of each batch (the Trainer shards the data); rank 0
+alone writes the adapter and its manifest, which records world_size and the effective batch
+(batch_size x grad_accum x world_size): see racq.train.dist.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from racq.config import TrainConfig
+from racq.train.dist import run_shape
 from racq.train.common import (answer_for, check_run_data, config_dict, data_hash, last_checkpoint, lora_config,
                                losses, prompt_for, rank_own_passages, save_adapter, select_examples, trainer_args)
 
@@ -61,5 +67,5 @@ def train_sft(cfg: TrainConfig, query_only: bool = False, name: str | None = Non
                 "split": "t1", "data": cfg.data or list(cfg.datasets), "examples": len(train),
                 "eval_examples": n_eval,
                 "data_hash": data_hash(examples), "config": config_dict(cfg), "metrics": metrics,
-                "full_finetune": cfg.full_finetune}
+                "full_finetune": cfg.full_finetune, **run_shape(cfg.batch_size, cfg.grad_accum)}
     return save_adapter(trainer.model, tok, Path(cfg.adapters_dir) / name, manifest)

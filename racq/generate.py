@@ -167,6 +167,12 @@ class StageModel:
     def query_prompt(self, query: str) -> str:
         return render(query_prompt_messages(query), self.tokenizer, self.prompt.use_chat_template)
 
+    def opener(self, prompt: str, stage: str) -> str:
+        """The text STAGE's reply is primed with after PROMPT: the base stage's opener
+        (racq.prompts.base_opener, PromptConfig.base_openers), "" for a trained stage. Every engine (PEFT,
+        joint, vLLM) sends prompt + opener and prepends the opener to the reply: one path."""
+        return base_opener(prompt, self.prompt.base_openers) if stage == BASE_STAGE else ""
+
     # ------------------------------------------------------------ generation
     def _gen_config(self, gen: GenConfig, sample_with_processors: bool) -> GenerationConfig:
         tok = self.tokenizer
@@ -212,8 +218,7 @@ class StageModel:
     def _generate_batch(self, prompts, stages, gen, seed, mixture) -> list[str]:
         tok, model = self.tokenizer, self.model
         # the base stage's reply is primed with an opener (racq.prompts.base_opener); never in a mixture
-        openers = [base_opener(p, self.prompt.base_openers) if s == BASE_STAGE and mixture is None else ""
-                   for p, s in zip(prompts, stages)]
+        openers = [self.opener(p, s) if mixture is None else "" for p, s in zip(prompts, stages)]
         prompts = [p + o for p, o in zip(prompts, openers)]
         enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
         custom = LogitsProcessorList()

@@ -35,7 +35,6 @@ from racq.config import GenConfig
 from racq.decoding import guard_processors
 from racq.fastgen import SLOW_TOKENS_ENV
 from racq.models import BASE_STAGE
-from racq.prompts import base_opener
 
 
 class _Rows:
@@ -163,7 +162,7 @@ class JointStages:
         delay = float(os.environ.get(SLOW_TOKENS_ENV) or 0)  # tests only, see racq.fastgen
         rows = []
         for stage, prompt in jobs:  # prefill one prompt at a time: the first card starts after one
-            opener = base_opener(prompt, self.sm.prompt.base_openers) if stage == BASE_STAGE else ""
+            opener = self.sm.opener(prompt, stage)
             ids = tok(prompt + opener, return_tensors="pt", add_special_tokens=False)["input_ids"]
             cache = DynamicCache()
             out = self._forward([self.slots[stage]], input_ids=ids, cache=cache, logits_to_keep=1)

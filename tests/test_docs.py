@@ -46,6 +46,8 @@ NOT_RUN = {
     "eval": "generates and scores: tests/test_evaluate.py",
     "app": "serves forever: tests/test_access.py, tests/test_ui_browser.py start the real app",
     "data stats": "the --data Example names a user's file; the plain one runs below",
+    "vllm serve": "starts a vLLM server from .venv-vllm: tests/test_vllm.py (make test-vllm) starts a real one",
+    "vllm register": "needs a running vLLM server: tests/test_vllm.py registers a round on a real one",
 }
 # Examples that run for real (in a scratch folder with its own database, users file and index root).
 RUN = ["config", "users add", "train check-recipe", "export prefs", "export votes", "rate",

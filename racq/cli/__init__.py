@@ -1,7 +1,7 @@
 """The `racq` command. Every command's help ends with an example you can paste.
 
 One module per command group: ask.py (ask, index, data, models, config), training.py (train, pairs),
-annotation.py (pool, export, rate, users, app), evaluation.py (eval).
+annotation.py (pool, export, rate, users, app), evaluation.py (eval), serving.py (vllm).
 
     racq ask "who won the world rapid chess championship in 2017"
     racq --help
@@ -26,7 +26,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 from racq.cli.common import app  # noqa: E402,F401
 
 # the command modules add their commands to the apps in racq.cli.common; this order is the order of `racq --help`
-from racq.cli import ask, training, annotation, evaluation  # noqa: E402,F401,I001
+from racq.cli import ask, training, annotation, evaluation, serving  # noqa: E402,F401,I001
 
 
 def main():

@@ -9,7 +9,8 @@ from typing import List, Optional
 
 import typer
 
-from racq.cli.common import DbOpt, FormatOpt, SetOpt, app, export_app, fail, model_config, pool_app, users_app
+from racq.cli.common import (DbOpt, EngineOpt, FormatOpt, SetOpt, VllmUrlOpt, app, export_app, fail, model_config,
+                             pool_app, users_app)
 from racq.config import MIN_PAIR_VOTES, load_config
 
 
@@ -34,6 +35,7 @@ def pool_build_cmd(n: Optional[int] = typer.Option(None, "--n", help="Queries in
                    index: Optional[str] = typer.Option(None, "--index", help="A named index of your own corpus "
                                                        "(`racq index list`); default: the shipped corpus."),
                    no_score: bool = typer.Option(False, "--no-score", help="Skip the faithfulness scores."),
+                   engine: Optional[str] = EngineOpt, vllm_url: Optional[str] = VllmUrlOpt,
                    db: Optional[Path] = DbOpt):
     """Generate every stage's question for N queries, score them, and pair stages into items.
 
@@ -43,6 +45,7 @@ def pool_build_cmd(n: Optional[int] = typer.Option(None, "--n", help="Queries in
     Example: racq pool build --n 200
     Example: racq pool build --n 50 --index mine
     Example: racq pool build --queries my-queries.txt --index mine
+    Example: racq pool build --n 50 --engine vllm --vllm-url http://127.0.0.1:8011
     """
     from racq.annotation.pool import build_pool
     from racq.retrieval import RetrievalConfig
@@ -58,7 +61,7 @@ def pool_build_cmd(n: Optional[int] = typer.Option(None, "--n", help="Queries in
         found = _read_queries(queries, show)
         examples = found.examples
     try:
-        mc = model_config(base_model, adapters_dir)
+        mc = model_config(base_model, adapters_dir, engine, vllm_url)
         asker = Asker.load(mc, retrieval=RetrievalConfig(embedder=mc.embedder, index=index or ""),
                            with_scorer=not no_score)
         stats = build_pool(db, n=n if n is not None else len(examples) if examples is not None else 200,
@@ -210,6 +213,7 @@ def app_cmd(port: Optional[int] = typer.Option(None, help="Port (default 7860, o
     Example: racq app --port 7861 --set users_file=annotations/users.yaml
     Example: racq app --study annotations/study.example.yaml
     Example: racq app --index mine
+    Example: racq app --set engine=vllm --set vllm_url=http://127.0.0.1:8011
     """
     from racq.ui import AppConfig, apply_study, launch
 

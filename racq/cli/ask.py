@@ -11,7 +11,8 @@ from typing import Optional
 
 import typer
 
-from racq.cli.common import DataOpt, IndexOpt, app, data_app, data_errors, fail, index_app, model_config, models_app
+from racq.cli.common import (DataOpt, EngineOpt, IndexOpt, VllmUrlOpt, app, data_app, data_errors, fail, index_app,
+                             model_config, models_app)
 from racq.config import describe
 from racq.coverage import NOTICE
 
@@ -26,18 +27,20 @@ def ask(query: str = typer.Argument(..., help="The user's query."),
         adapters_dir: Optional[str] = typer.Option(None, help="Folder of stage adapters (default: models/adapters)."),
         index: Optional[str] = typer.Option(None, "--index", help="A named index of your own corpus "
                                             "(`racq index list`); default: the shipped corpus."),
+        engine: Optional[str] = EngineOpt, vllm_url: Optional[str] = VllmUrlOpt,
         as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text.")):
     """Retrieve passages for QUERY and ask one clarifying question per stage.
 
     Example: racq ask "who won the world rapid chess championship in 2017"
     Example: racq ask --index mine "how do I reset the router"
+    Example: racq ask --engine vllm --vllm-url http://127.0.0.1:8011 "who played wolverine"
     """
     from racq.config import PromptConfig
     from racq.retrieval import RetrievalConfig
     from racq.service import Asker
 
     t0 = time.time()
-    mc = model_config(base_model, adapters_dir)
+    mc = model_config(base_model, adapters_dir, engine, vllm_url)
     try:
         asker = Asker.load(mc, PromptConfig(top_k=k), RetrievalConfig(embedder=mc.embedder, index=index or ""))
         wanted = stages.split(",") if stages else None

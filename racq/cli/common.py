@@ -33,6 +33,7 @@ train_app = _group("train", "The RAC training chain.")
 pool_app = _group("pool", "The candidate pool that annotators judge.")
 export_app = _group("export", "Exports of the annotation database.")
 users_app = _group("users", "Annotator accounts for the app's optional sign-in.")
+vllm_app = _group("vllm", "The vLLM server that engine=vllm asks (stages as LoRA adapters).")
 
 ConfigOpt = typer.Option(None, "--config", "-c", help="YAML file of TrainConfig settings.")
 SetOpt = typer.Option(None, "--set", "-s", help="Override a setting: --set key=value (repeatable).")
@@ -40,6 +41,10 @@ DbOpt = typer.Option(None, "--db", help="Annotation database (default: annotatio
 FormatOpt = typer.Option(None, "--format", help="jsonl | parquet | csv (default: from the file suffix).")
 DataOpt = typer.Option(None, "--data", help="Your own data file (.jsonl, .jsonl.gz, .parquet) in the generic "
                        "format of docs/data-format.md, instead of the shipped datasets (setting `data`).")
+EngineOpt = typer.Option(None, "--engine", help="joint (default) | merged | peft | vllm: how the stages are "
+                         "generated (setting `engine`, `racq config model`).")
+VllmUrlOpt = typer.Option(None, "--vllm-url", help="With --engine vllm: the vLLM server (default "
+                          "http://127.0.0.1:8011, where `racq vllm serve` listens).")
 IndexOpt = typer.Option(None, "--index", help="The named index (`racq index list`) that the --data rows' "
                         "passage_ids point into (setting `index`).")
 
@@ -73,11 +78,12 @@ def train_cfg(config: Optional[Path], sets: Optional[List[str]], data: Optional[
         fail(str(e))
 
 
-def model_config(base_model: Optional[str], adapters_dir: Optional[str]) -> ModelConfig:
-    """ModelConfig with the --base-model and --adapters-dir options applied."""
+def model_config(base_model: Optional[str], adapters_dir: Optional[str], engine: Optional[str] = None,
+                 vllm_url: Optional[str] = None) -> ModelConfig:
+    """ModelConfig with the --base-model, --adapters-dir, --engine and --vllm-url options applied."""
     mc = ModelConfig()
-    if base_model is not None:
-        mc.base_model = base_model
-    if adapters_dir is not None:
-        mc.adapters_dir = adapters_dir
+    for name, value in (("base_model", base_model), ("adapters_dir", adapters_dir), ("engine", engine),
+                        ("vllm_url", vllm_url)):
+        if value is not None:
+            setattr(mc, name, value)
     return mc

@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from racq.cli.common import DataOpt, SetOpt, app, data_errors, fail
+from racq.cli.common import DataOpt, SetOpt, VllmUrlOpt, app, data_errors, fail
 from racq.config import load_config
 
 
@@ -29,6 +29,9 @@ def eval_cmd(split: str = typer.Option("test", help="Data split: test | t1 | t2 
              index: Optional[str] = typer.Option(None, "--index", help="A named index (`racq index list`): the "
                                                  "one --data rows' passage_ids point into, and the one "
                                                  "--passages retrieved searches."),
+             engine: Optional[str] = typer.Option(None, "--engine", help="peft (default, the reference) | joint "
+                                                  "| merged | vllm (a vLLM server at --vllm-url)."),
+             vllm_url: Optional[str] = VllmUrlOpt,
              set_: Optional[List[str]] = SetOpt):
     """Generate every stage's questions (greedy, batched, cached), score them against the gold question and
     the passages, and write results/RUN/{metrics.json, per_example.jsonl, report.md, plots.png}.
@@ -36,14 +39,17 @@ def eval_cmd(split: str = typer.Option("test", help="Data split: test | t1 | t2 
 
     Example: racq eval --stages base,uncond,sft,aligned --limit 40 --passages own --run v1
     Example: racq eval --data my-heldout.jsonl --split all --limit 0 --run mine
+    Example: racq eval --engine vllm --vllm-url http://127.0.0.1:8011 --limit 12 --run vllm
     """
     from racq.eval.run import EvalConfig, EvalError, evaluate
     from racq.models import ModelMissing
+    from racq.vllmclient import VLLMError
 
     values = {"split": split, "stages": stages, "limit": limit, "passages": passages, "datasets": datasets,
               "run": run, "batch_size": batch_size}
     values.update({k: v for k, v in {"base_model": base_model, "adapters_dir": adapters_dir,
-                                     "nli_model": nli_model, "data": data, "index": index}.items()
+                                     "nli_model": nli_model, "data": data, "index": index,
+                                     "engine": engine, "vllm_url": vllm_url}.items()
                    if v is not None})
     try:
         bad = [s for s in set_ or [] if "=" not in s]
@@ -52,7 +58,7 @@ def eval_cmd(split: str = typer.Option("test", help="Data split: test | t1 | t2 
         cfg = load_config(EvalConfig, None, {**values, **dict(s.split("=", 1) for s in set_ or [])})
         with data_errors():  # and a missing or stale --index
             metrics = evaluate(cfg)
-    except (EvalError, ModelMissing, ValueError, OSError) as e:  # a bad --data row is a ValueError too
+    except (EvalError, ModelMissing, VLLMError, ValueError, OSError) as e:  # a bad --data row is a ValueError too
         fail(str(e))
     folder = Path(cfg.results_dir) / cfg.run
     print(f"{folder}/report.md")

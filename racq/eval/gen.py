@@ -20,7 +20,7 @@ from racq.config import GenConfig, PromptConfig
 from racq.prompts import base_opener, extract_question
 
 QUERY_ONLY_STAGES = ("uncond",)
-ENGINES = ("peft", "merged", "joint")
+ENGINES = ("peft", "merged", "joint", "vllm")
 
 
 class EvalError(RuntimeError):
@@ -104,7 +104,7 @@ def generate_all(examples, passages, cfg, cache: JsonlCache, stage_model=None,
     from racq.generate import StageModel
 
     if cfg.engine not in ENGINES:
-        raise EvalError(f"engine must be peft, merged or joint, got {cfg.engine!r}")
+        raise EvalError(f"engine must be one of {', '.join(ENGINES)}, got {cfg.engine!r}")
     prompt_cfg = PromptConfig(top_k=cfg.top_k, passage_tokens=cfg.passage_tokens, base_openers=list(cfg.base_openers),
                               evidence=cfg.evidence)
     tok = stage_model.tokenizer if stage_model is not None else load_tokenizer(cfg.base_model)
@@ -159,11 +159,16 @@ def _stage_model_for(jobs, cfg, hashes: dict, prompt_cfg: PromptConfig, stage_mo
     """The given stage model, or one loaded with the stages the jobs need; checked against the run."""
     from racq.generate import StageModel
 
-    sm = stage_model
+    sm, wanted = stage_model, sorted({s for _, s in jobs})
+    if cfg.engine == "vllm":  # the server generates: this process holds the tokenizer only
+        from racq.vllmclient import ServedStages
+
+        say(f"asking the vLLM server at {cfg.vllm_url} for stages {', '.join(wanted)}")
+        sm = ServedStages.serving(sm, cfg.vllm_url) if sm is not None else ServedStages.load(
+            cfg.base_model, cfg.adapters_dir, cfg.vllm_url, stages=wanted, include_hidden=True, prompt=prompt_cfg)
     if sm is None:
-        say(f"loading {cfg.base_model} with stages {', '.join(sorted({s for _, s in jobs}))}")
-        sm = StageModel.load(cfg.base_model, cfg.adapters_dir, stages=sorted({s for _, s in jobs}),
-                             include_hidden=True, prompt=prompt_cfg)
+        say(f"loading {cfg.base_model} with stages {', '.join(wanted)}")
+        sm = StageModel.load(cfg.base_model, cfg.adapters_dir, stages=wanted, include_hidden=True, prompt=prompt_cfg)
     if sm.prompt.evidence != cfg.evidence:
         raise EvalError(f"the stage model's prompts show {sm.prompt.evidence!r} evidence, the run asks for "
                         f"{cfg.evidence!r}")

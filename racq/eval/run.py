@@ -34,7 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from racq.config import ADAPTERS_DIR, BASE_MODEL, DEFAULT_EMBEDDER, REPO_ROOT, PromptConfig, helpfield
+from racq.config import (ADAPTERS_DIR, BASE_MODEL, DEFAULT_EMBEDDER, DEFAULT_VLLM_URL, REPO_ROOT, PromptConfig,
+                          helpfield)
 from racq.data import Example, load_examples
 # generation and its caches live in racq.eval.gen; these names are importable from here as before
 from racq.eval.gen import (QUERY_ONLY_STAGES, EvalError, JsonlCache, generate_all, prompt_evidence,  # noqa: F401
@@ -83,7 +84,10 @@ class EvalConfig:
     engine: str = helpfield("peft", "peft = the reference path (PEFT mixed-adapter batches); joint = the app's "
                                     "default (an example's stages decoded in one batch, racq.multilora); merged = "
                                     "one merged model per stage (racq.fastgen); both to check they ask the same "
-                                    "(docs/eval/speed-equivalence.md).")
+                                    "(docs/eval/speed-equivalence.md); vllm = a vLLM server at vllm_url, "
+                                    "batch_size concurrent requests (docs/eval/vllm-equivalence.md).")
+    vllm_url: str = helpfield(DEFAULT_VLLM_URL, "With engine=vllm: the server (ModelConfig.vllm_url, "
+                                                       "`racq vllm serve`).")
     quantize: str = helpfield("none", "With engine=joint: int8 = dynamic int8 base linears (ModelConfig.quantize).")
     reference_stage: str = helpfield("sft", "Stage every other stage is paired-tested against.")
     n_boot: int = helpfield(2000, "Bootstrap resamples for CIs and the paired test.")

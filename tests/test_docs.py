@@ -89,7 +89,7 @@ def _parse(argv: list[str]) -> typer.Context:
 def _path_of(argv: list[str]) -> tuple:
     words = []
     for w in argv:
-        if (*words, w) in COMMANDS or any(k[:len(words) + 1] == (*words, w) for k in COMMANDS):
+        if any(k[:len(words) + 1] == (*words, w) for k in COMMANDS):
             words.append(w)
         else:
             break
@@ -234,12 +234,12 @@ def test_readme_commands_exist():
                     if w.startswith("--"):
                         assert w.split("=")[0] in opts, f"README: `{line}`: racq {' '.join(path)} has no {w}"
             checked += 1
-        elif words[0] == "make" and kind == "block" or (words[0] == "make" and len(words) == 2):
+        elif words[0] == "make" and (kind == "block" or len(words) == 2):
             for t in words[1:]:
                 assert t in targets, f"README: `{line}`: the Makefile has no target {t}"
             checked += 1
-        elif re.match(r"(bench|scripts|tests|recipes|docs)/[\w./-]+\.(py|ya?ml|md)$", words[-1 if kind == "inline" else 0]):
-            name = words[-1 if kind == "inline" else 0]
+        elif re.match(r"(bench|scripts|tests|recipes|docs)/[\w./-]+\.(py|ya?ml|md)$",
+                      name := words[-1 if kind == "inline" else 0]):
             assert (REPO / name).exists(), f"README names {name}, which does not exist"
             checked += 1
     assert checked >= 30, f"only {checked} README commands found: the extraction broke"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import List, Optional
 
@@ -22,8 +21,7 @@ def dry_run(cfg, step: str, **kw) -> None:
 
     with data_errors():
         plan = format_plan(plan_of(cfg, step, **kw))
-    if int(os.environ.get("RANK", "0")) == 0:  # under `accelerate launch` every rank builds it; one prints
-        print(plan)
+    main_print(plan)  # under `accelerate launch` every rank builds it; rank 0 prints
 
 
 # ------------------------------------------------------------------ training

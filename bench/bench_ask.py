@@ -2,8 +2,8 @@
 the path before the speed work (the PEFT model, one mixed-adapter batch of the three stages, no
 streaming) against Asker.ask_stream with engine=merged (one merged plain model per stage, stage after
 stage), engine=joint (the default: every stage decoded in one batch over one copy of the base,
-racq.multilora) and joint with quantize=int8 (opt-in), all streamed token by token. Prints
-p50/p90 per query, time to the first token, the answer cache's repeat time and peak memory (RSS).
+racq.multilora; `joint-1tok` the same without guessed tokens) and joint with quantize=int8 (opt-in), all
+streamed token by token. Prints p50/p90 per query, time to the first token, the answer cache's repeat time and peak memory (RSS).
 
     .venv/bin/python bench/bench_ask.py --threads 2                # SmolLM2 + the shipped adapters, 8 queries
     .venv/bin/python bench/bench_ask.py --queries 3 --tiny         # tiny random model (smoke run, CI)
@@ -33,14 +33,15 @@ QUERIES = ["who won the world rapid chess championship in 2017", "who played wol
            "what is the population of new york", "When did the kim family come to power?",
            "Who died in the movie fast and furious 7?", "How many seats in rajya sabha in assam?",
            "When did the song angel first come out?", "where did ireland finish in the eurovision song contest 2018"]
-VARIANTS = {"peft-batched": ("peft", "none", "before: PEFT, one mixed-adapter batch, no streaming"),
-            "merged-stream": ("merged", "none", "one merged model per stage, stage after stage, streamed"),
-            "joint-stream": ("joint", "none", "default: every stage in one batch over one base, streamed"),
-            "joint-int8": ("joint", "int8", "opt-in: the same with dynamic int8 base linears")}
+VARIANTS = {"peft-batched": ("peft", "none", 0, "before: PEFT, one mixed-adapter batch, no streaming"),
+            "merged-stream": ("merged", "none", 0, "one merged model per stage, stage after stage, streamed"),
+            "joint-1tok": ("joint", "none", 0, "every stage in one batch over one base, one token per step"),
+            "joint-stream": ("joint", "none", 2, "default: the same, checking 2 guessed tokens per step"),
+            "joint-int8": ("joint", "int8", 2, "opt-in: the default with dynamic int8 base linears")}
 DEFAULT = "joint-stream"
 
 
-def _asker(args, engine: str, quantize: str = "none"):
+def _asker(args, engine: str, quantize: str = "none", draft_tokens: int = 0):
     from racq import retrieval
     from racq.config import ADAPTERS_DIR, DEFAULT_BASE_MODEL, ModelConfig, PromptConfig
     from racq.service import Asker
@@ -58,7 +59,7 @@ def _asker(args, engine: str, quantize: str = "none"):
         base, adapters = DEFAULT_BASE_MODEL, ADAPTERS_DIR
         index = retrieval.load_or_build(log=lambda *_: None)
     mc = ModelConfig(base_model=str(base), adapters_dir=str(adapters), engine=engine, threads=args.threads,
-                     quantize=quantize)
+                     quantize=quantize, draft_tokens=draft_tokens)
     return Asker.load(mc, PromptConfig(), index=index, cache_size=0 if engine == "peft" else 256)
 
 
@@ -67,7 +68,7 @@ def run_variant(args) -> dict:
     from racq.prompts import extract_question
 
     t0 = time.perf_counter()
-    asker = _asker(args, *VARIANTS[args.variant][:2])
+    asker = _asker(args, *VARIANTS[args.variant][:3])
     load_s = time.perf_counter() - t0
     stages = asker.stages
     gen = GenConfig(max_new_tokens=args.tokens, batch_size=len(stages))

@@ -14,10 +14,18 @@ memory) and carries each adapter as stacked A/B matrices, so loading a new round
 `quantize="int8"` (opt-in, ModelConfig.quantize) swaps the base linears for torch's dynamic int8 ones:
 about 2.5x faster again, but the questions change (docs/eval/speed-equivalence.md).
 
-Each prompt is prefilled alone (so the first stage's words appear after one prompt's prefill); the
-rows' caches are then left-padded to one length and decoded as one batch, a row leaving the batch
-when it stops (end of text, its first "?", or max_new_tokens). Greedy only, like racq.fastgen; text
-equals the PEFT path's up to float rounding (tests/test_ask_stream.py, docs/eval/speed-equivalence.md).
+Each prompt is prefilled alone (so the first stage's words appear after one prompt's prefill), after the
+prompt prefix every passage prompt shares (template, instruction), whose keys and values each stage
+computes once; the rows' caches are then left-padded to one length and decoded as one batch, a row
+leaving the batch when it stops (end of text, its first "?", or max_new_tokens). Each decode step feeds
+every row its last token plus `draft_tokens` guessed ones (prompt lookup: what followed the same words in
+the other stages' replies or in the prompt, `_draft`); one pass scores them all, and a row keeps a guess
+only where it equals its own greedy choice, so the text is what one token per step gives (a rejected
+guess's cache slot is masked out). On a CPU a pass over 3 rows x 3 tokens costs about what 3 x 1 does,
+and the stages copy titles, the query and each other, so a question takes about a third fewer passes
+(bench/README.md). The output head runs as W @ h^T (TallHead): MKL's kernel is ~4x faster that way for
+a few rows. Greedy only, like racq.fastgen; text equals the PEFT path's up to float rounding
+(tests/test_joint.py, docs/eval/speed-equivalence.md).
 """
 
 from __future__ import annotations
@@ -42,27 +50,68 @@ class _Rows:
 
     def __init__(self):
         self.slots: torch.Tensor | None = None
+        self.single: int | None = None  # the one slot of every row, when they share it (a prefill)
+        self._masks: dict[int, torch.Tensor] = {}
+
+    def set(self, slots: list[int] | None) -> None:
+        self.slots = None if slots is None else torch.tensor(slots)
+        self.single = slots[0] if slots and len(set(slots)) == 1 else None
+        self._masks = {}
+
+    def mask(self, col_slot: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """[rows, 1, columns]: 1 where a column of the stacked LoRA ranks belongs to that row's stage
+        (one per rank layout, shared by every layer of that layout for this forward pass)."""
+        key = col_slot.shape[0]
+        if key not in self._masks:
+            self._masks[key] = (col_slot[None, :] == self.slots[:, None]).to(dtype)[:, None, :]
+        return self._masks[key]
 
 
 class MultiLoRALinear(nn.Module):
-    """y = base(x) + per row (x A_s^T) B_s^T, s = that row's stage; slot 0 (the base stage) is zero."""
+    """y = base(x) + per row (x A_s^T) B_s^T, s = that row's stage; slot 0 (the base stage) is zero.
+
+    Why the stacked form: a decode step holds one row per stage, so one product with every stage's A
+    side by side ([in, stages*r]), a 0/1 mask keeping each row's own columns, and one product with the
+    B's side by side costs two small matmuls per layer, where a gather of each row's A and B and two
+    batched matmuls cost four ops and copies (the masked columns add exact zeros)."""
 
     def __init__(self, base: nn.Linear, a: torch.Tensor, b: torch.Tensor, rows: _Rows):
         super().__init__()
         self.base, self.rows = base, rows
         self.register_buffer("a", a, persistent=False)  # [stages, r, in]
         self.register_buffer("b", b, persistent=False)  # [stages, out, r], LoRA's scaling folded in
+        stages, r = a.shape[0], a.shape[1]
+        self.register_buffer("a_cat", a[1:].reshape((stages - 1) * r, a.shape[2]).contiguous(), persistent=False)
+        self.register_buffer("b_cat", b[1:].permute(1, 0, 2).reshape(b.shape[1], (stages - 1) * r).contiguous(),
+                             persistent=False)
+        self.register_buffer("col_slot", torch.arange(1, stages).repeat_interleave(r), persistent=False)
 
     def forward(self, x):
         y = self.base(x)
-        slots = self.rows.slots
-        if slots is None or not bool((slots > 0).any()):
+        rows = self.rows
+        if rows.single is not None:
+            s = rows.single
+            return y if s == 0 else y + (x @ self.a[s].T) @ self.b[s].T
+        if rows.slots is None or self.a_cat.shape[0] == 0:
             return y
-        a, b = self.a[slots], self.b[slots]
-        return y + torch.bmm(torch.bmm(x, a.transpose(1, 2)), b.transpose(1, 2))
+        return y + ((x @ self.a_cat.T) * rows.mask(self.col_slot, x.dtype)) @ self.b_cat.T
+
+
+class TallHead(nn.Module):
+    """The output head as W @ h^T instead of h @ W^T: the same logits (up to float rounding), but for the
+    few rows of a decode step MKL's kernel for the tall 49k-row head is about 4x faster this way
+    (bench/README.md: 10 ms instead of 40 ms for 3 rows on 2 cores)."""
+
+    def __init__(self, weight: torch.Tensor):
+        super().__init__()
+        self.weight = weight  # the tied embedding itself: no copy
+
+    def forward(self, h):
+        return (self.weight @ h.reshape(-1, h.shape[-1]).T).T.reshape(*h.shape[:-1], self.weight.shape[0])
 
 
 QUANTIZE = ("none", "int8")
+DRAFT_TOKENS = 2  # guessed tokens checked per decode step (0 = one token per step)
 
 
 def _int8(linear: nn.Linear) -> nn.Module:
@@ -77,14 +126,17 @@ def _int8(linear: nn.Linear) -> nn.Module:
 class JointStages:
     """One shared-weight copy of a StageModel's base with every loaded stage's LoRA stacked per layer."""
 
-    def __init__(self, stage_model, quantize: str = "none"):
+    def __init__(self, stage_model, quantize: str = "none", draft_tokens: int = DRAFT_TOKENS):
         if quantize not in QUANTIZE:
             raise ValueError(f"quantize must be one of {', '.join(QUANTIZE)}, got {quantize!r}")
         self.sm, self.quantize = stage_model, quantize
         self.model = None
         self.slots: dict[str, int] = {}
         self.hashes: dict[str, str] = {}
+        self.draft_tokens = draft_tokens
         self._rows = _Rows()
+        self._prefix_ids: list[int] | None = None
+        self._prefix_kv: dict[int, list] = {}  # slot -> the prompt prefix's (keys, values) per layer
         self._lock = threading.Lock()  # one joint batch in the model at a time (rows are shared state)
 
     # ------------------------------------------------------------ building
@@ -95,7 +147,7 @@ class JointStages:
             if self.model is not None and wanted == self.hashes:
                 return False
             self.model, self.slots = self._build(list(wanted))
-            self.hashes = wanted
+            self.hashes, self._prefix_kv, self._prefix_ids = wanted, {}, None
         return True
 
     def _build(self, stages: list[str]):
@@ -130,6 +182,9 @@ class JointStages:
                 base = _int8(base)
             parent, _, leaf = name.rpartition(".")
             setattr(dup.get_submodule(parent) if parent else dup, leaf, MultiLoRALinear(base, a, b, self._rows))
+        head = dup.get_output_embeddings()
+        if isinstance(head, nn.Linear) and head.bias is None:
+            dup.set_output_embeddings(TallHead(head.weight))
         dup.eval()
         return dup, slots
 
@@ -149,12 +204,48 @@ class JointStages:
             try:
                 yield from self._stream(list(jobs), gen)
             finally:
-                self._rows.slots = None
+                self._rows.set(None)
 
     def _forward(self, slots: list[int], **kw):
-        self._rows.slots = torch.tensor(slots)
+        self._rows.set(slots)
         return self.model(use_cache=True, **kw)
 
+    # ------------------------------------------------------------ prefill
+    def _prompt_prefix(self) -> list[int]:
+        """The tokens every passage prompt starts with (chat template, instruction, "User Query:"): the
+        longest common start of two prompts that differ in everything a query changes."""
+        if self._prefix_ids is None:
+            try:
+                one, two = (self.sm.tokenizer(self.sm.passage_prompt(q, []), add_special_tokens=False)["input_ids"]
+                            for q in ("a", "zz 9"))
+            except Exception:  # noqa: BLE001 - a prompt layout without passages: no shared prefix
+                one, two = [], []
+            n = 0
+            while n < min(len(one), len(two)) and one[n] == two[n]:
+                n += 1
+            self._prefix_ids = one[:n]
+        return self._prefix_ids
+
+    def _prefill(self, stage: str, ids: torch.Tensor):
+        """A prompt's cache and last logits. Why the prefix: each stage keeps the keys and values of the
+        prompts' common start (computed alone, once per stage), so a prompt prefills only what follows
+        it (about 45 of 290 tokens saved per stage, the same each time whatever came before)."""
+        from transformers import DynamicCache
+
+        slot, prefix = self.slots[stage], self._prompt_prefix()
+        n = len(prefix)
+        if n < 8 or ids.shape[1] <= n or ids[0, :n].tolist() != prefix:
+            cache = DynamicCache()
+            return cache, self._forward([slot], input_ids=ids, cache=cache, logits_to_keep=1)
+        if slot not in self._prefix_kv:
+            head = DynamicCache()
+            self._forward([slot], input_ids=ids[:, :n], cache=head, logits_to_keep=1)
+            self._prefix_kv[slot] = [(layer.keys, layer.values) for layer in head.layers]
+        # the cache only ever grows by concatenation (new tensors), so the stored prefix is never written
+        cache = DynamicCache(ddp_cache_data=list(self._prefix_kv[slot]))
+        return cache, self._forward([slot], input_ids=ids[:, n:], cache=cache, logits_to_keep=1)
+
+    # ------------------------------------------------------------ decoding
     def _stream(self, jobs, gen: GenConfig):
         from transformers import DynamicCache
 
@@ -164,8 +255,7 @@ class JointStages:
         for stage, prompt in jobs:  # prefill one prompt at a time: the first card starts after one
             opener = self.sm.opener(prompt, stage)
             ids = tok(prompt + opener, return_tensors="pt", add_special_tokens=False)["input_ids"]
-            cache = DynamicCache()
-            out = self._forward([self.slots[stage]], input_ids=ids, cache=cache, logits_to_keep=1)
+            cache, out = self._prefill(stage, ids)
             row = {"stage": stage, "ids": ids[0].tolist(), "n": ids.shape[1], "new": [], "opener": opener,
                    "cache": cache, "guards": guard_processors(gen, prompt_len=ids.shape[1]), "done": False}
             self._step(row, out.logits[0, -1], tok, gen)
@@ -184,13 +274,26 @@ class JointStages:
             mask[j, width - r["n"]:] = 1
             r["cache"] = None
         while live:
-            mask = torch.cat([mask, torch.ones(len(live), 1, dtype=torch.long)], dim=1)
-            step_ids = torch.tensor([[r["new"][-1]] for r in live])
-            pos = torch.tensor([[r["n"] + len(r["new"]) - 1] for r in live])
+            # Each row's last token, then up to `draft_tokens` guessed ones (racq.multilora._draft); the
+            # model checks all in one pass (about the price of one token on a CPU, bench/README.md) and a
+            # row keeps the guesses its own greedy choices confirm, so the text is what one token per
+            # step gives. A rejected guess's cache entry is masked out; positions count kept tokens only.
+            drafts = [_draft(r, rows, self.draft_tokens) for r in live]
+            width = 1 + max(len(d) for d in drafts)
+            step_ids = torch.tensor([[r["new"][-1]] + d + [r["new"][-1]] * (width - 1 - len(d))
+                                     for r, d in zip(live, drafts)])
+            pos = torch.tensor([[r["n"] + len(r["new"]) - 1 + i for i in range(width)] for r in live])
+            mask = torch.cat([mask, torch.ones(len(live), width, dtype=torch.long)], dim=1)
             out = self._forward([self.slots[r["stage"]] for r in live], input_ids=step_ids, attention_mask=mask,
                                 position_ids=pos, cache=cache)
-            for j, r in enumerate(live):
-                self._step(r, out.logits[j, -1], tok, gen)
+            for j, (r, d) in enumerate(zip(live, drafts)):
+                kept = 1
+                for i in range(width):
+                    self._step(r, out.logits[j, i], tok, gen)
+                    if r["done"] or i >= len(d) or r["new"][-1] != d[i]:
+                        break
+                    kept += 1  # guess i confirmed: the logits after it are the model's own next step
+                mask[j, mask.shape[1] - width + kept:] = 0
             for r in live:
                 yield from self._emit(r, tok, delay)
             keep = [j for j, r in enumerate(live) if not r["done"]]
@@ -225,4 +328,23 @@ class JointStages:
         yield row["stage"], row["opener"] + tok.decode(row["new"], skip_special_tokens=True), row["done"]
 
 
-__all__ = ["JointStages", "MultiLoRALinear", "QUANTIZE"]
+def _draft(row: dict, rows: list[dict], k: int) -> list[int]:
+    """Up to k tokens guessed to follow ROW's text (prompt lookup): what followed the latest earlier
+    occurrence of its last 3, else 2, else 1 tokens, looked up first in the other stages' replies (the
+    stages often ask alike), then in its own prompt and reply (questions copy titles and the query)."""
+    if k <= 0:
+        return []
+    seq = row["ids"] + row["new"]
+    sources = [o["new"] for o in rows if o is not row] + [seq[:-1]]
+    for g in (3, 2, 1):
+        if len(seq) <= g:
+            continue
+        tail = seq[-g:]
+        for src in sources:
+            for i in range(len(src) - g, -1, -1):
+                if src[i:i + g] == tail and i + g < len(src):
+                    return src[i + g:i + g + k]
+    return []
+
+
+__all__ = ["DRAFT_TOKENS", "JointStages", "MultiLoRALinear", "QUANTIZE", "TallHead"]

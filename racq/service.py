@@ -109,6 +109,7 @@ class Asker:
     engine: str = "joint"  # "joint" (racq.multilora), "merged" (racq.fastgen), "peft" (StageModel.generate), "vllm"
     cache_size: int = 256
     quantize: str = "none"  # engine joint: "int8" = dynamic int8 base linears (ModelConfig.quantize)
+    draft_tokens: int = 2  # engine joint: guessed tokens checked per decode step (ModelConfig.draft_tokens)
     coverage: object = None  # racq.coverage.CoverageConfig; None = its defaults
     vllm_url: str = ""  # engine vllm: the server (ModelConfig.vllm_url; "" = racq.vllmclient.DEFAULT_URL)
     _fast: object = field(default=None, repr=False)
@@ -120,6 +121,8 @@ class Asker:
             raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
         if self.quantize not in ("none", "int8"):
             raise ValueError(f"quantize must be none or int8, got {self.quantize!r}")
+        if self.draft_tokens < 0:
+            raise ValueError(f"draft_tokens must be 0 (off) or more, got {self.draft_tokens}")
         self._cache = AnswerCache(self.cache_size)
         if self.engine == "vllm" and not hasattr(self.stage_model, "client"):
             from racq.vllmclient import ServedStages
@@ -151,7 +154,7 @@ class Asker:
 
             scorer = Scorer()
         asker = cls(sm, idx, scorer, prompt, engine=model.engine, cache_size=cache_size, quantize=model.quantize,
-                    vllm_url=model.vllm_url)
+                    vllm_url=model.vllm_url, draft_tokens=model.draft_tokens)
         asker.refresh()  # build the merged copies now, not on the first query
         return asker
 
@@ -183,7 +186,7 @@ class Asker:
         if self._joint is None:
             from racq.multilora import JointStages
 
-            self._joint = JointStages(self.stage_model, quantize=self.quantize)
+            self._joint = JointStages(self.stage_model, quantize=self.quantize, draft_tokens=self.draft_tokens)
         return self._joint
 
     @property

@@ -97,6 +97,106 @@ def test_rows_that_stop_early_leave_the_batch_and_the_others_go_on(asker, monkey
     assert steps["sft"] == 2 < max(steps.values()), steps  # sft stopped at its 2nd step, another went on
 
 
+@pytest.mark.parametrize("guess", ["right", "wrong", "half right"])
+def test_a_guessed_token_is_kept_only_when_it_is_the_models_own_choice(asker, monkeypatch, guess):
+    """Guesses are checked in the same forward pass and kept only where the greedy choice agrees: the
+    text is always what one token per step gives; right guesses save passes, wrong ones cost none.
+    (The tiny random model never repeats itself, so the guesses come from an oracle here; the real
+    lookup is tested below and measured in bench/bench_ask.py.)"""
+    import racq.multilora as ml
+
+    sm, joint = asker.stage_model, asker.joint
+    prompts = [sm.passage_prompt(q, [h.passage for h in asker.retrieve(q, 3)]) for q in QUERIES]
+    gen = replace(GEN, max_new_tokens=12)
+    passes, tokens = [], {}
+    real_forward, real_step = joint._forward, ml.JointStages._step
+
+    def counting(slots, **kw):
+        passes.append(kw["input_ids"].shape[1])
+        return real_forward(slots, **kw)
+
+    def recording(row, logits, tok_, gen_):
+        real_step(row, logits, tok_, gen_)
+        tokens[tuple(row["ids"]), row["stage"]] = list(row["new"])
+
+    monkeypatch.setattr(joint, "_forward", counting)
+    monkeypatch.setattr(ml.JointStages, "_step", staticmethod(recording))
+    monkeypatch.setattr(joint, "draft_tokens", 0)
+    plain = [_joint(asker, p, gen)[0] for p in prompts]
+    plain_passes, truth = len(passes), dict(tokens)
+
+    vocab = len(sm.tokenizer)
+
+    def oracle(row, rows, k):
+        true = truth[tuple(row["ids"]), row["stage"]][len(row["new"]):][:k]
+        if guess == "wrong":
+            return [(t + 1) % vocab for t in true]
+        return true[:1] + [(t + 1) % vocab for t in true[1:]] if guess == "half right" else true
+
+    monkeypatch.setattr(ml, "_draft", oracle)
+    monkeypatch.setattr(joint, "draft_tokens", 4)
+    passes.clear()
+    assert [_joint(asker, p, gen)[0] for p in prompts] == plain
+    if guess == "wrong":
+        assert len(passes) == plain_passes
+    else:
+        assert len(passes) < plain_passes, (len(passes), plain_passes)
+        assert 5 in passes  # a decode pass: the last token and 4 guesses
+
+
+def test_draft_looks_in_the_other_replies_first_then_its_own_text():
+    from racq.multilora import _draft
+
+    me = {"ids": [1, 2, 3, 4, 9, 7], "new": [5, 3, 4]}
+    other = {"ids": [1, 2], "new": [8, 3, 4, 6, 6, 6, 6]}
+    assert _draft(me, [me, other], 2) == [6, 6]      # "3 4" follows in the other reply: its next tokens
+    assert _draft(me, [me], 3) == [9, 7, 5]           # alone: what followed "3 4" in its own prompt
+    assert _draft(me, [me, other], 0) == []
+    assert _draft({"ids": [1], "new": [2]}, [], 4) == []  # nothing seen twice: no guess
+
+
+def test_the_prompt_prefix_is_prefilled_once_per_stage(asker, monkeypatch):
+    """Every passage prompt starts with the same template and instruction: each stage computes its keys
+    and values once, and a prompt prefills only what follows (the text stays the PEFT path's, above)."""
+    sm, joint = asker.stage_model, asker.joint
+    joint.sync()
+    prefix = joint._prompt_prefix()
+    assert len(prefix) >= 8
+    widths, lengths = [], []
+    real, real_prefill = joint._forward, joint._prefill
+
+    def recording(slots, **kw):
+        widths.append(kw["input_ids"].shape[1])
+        return real(slots, **kw)
+
+    def prefill(stage, ids):
+        lengths.append(ids.shape[1])
+        widths.clear()
+        out = real_prefill(stage, ids)
+        lengths.append(list(widths))
+        return out
+
+    monkeypatch.setattr(joint, "_forward", recording)
+    monkeypatch.setattr(joint, "_prefill", prefill)
+    monkeypatch.setattr(joint, "_prefix_kv", {})
+    gen = replace(GEN, max_new_tokens=1)
+    for q in QUERIES[:2]:
+        _joint(asker, sm.passage_prompt(q, [h.passage for h in asker.retrieve(q, 3)]), gen)
+    runs = list(zip(lengths[::2], lengths[1::2]))  # (prompt tokens, widths fed) per prefill
+    n = len(sm.stages)
+    assert [fed for _, fed in runs[:n]] == [[len(prefix), total - len(prefix)] for total, _ in runs[:n]]
+    assert [fed for _, fed in runs[n:]] == [[total - len(prefix)] for total, _ in runs[n:]]
+
+
+def test_tall_head_gives_the_linear_heads_logits():
+    import torch
+
+    from racq.multilora import TallHead
+
+    w, h = torch.randn(50, 8), torch.randn(2, 5, 8)
+    assert torch.allclose(TallHead(w)(h), torch.nn.functional.linear(h, w), atol=1e-5)
+
+
 def test_events_start_together_and_interleave(asker):
     events = list(asker.ask_stream("who played wolverine", k=2, gen=replace(GEN, max_new_tokens=5)))
     kinds = [(e["event"], e.get("stage")) for e in events]

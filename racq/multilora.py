@@ -39,7 +39,7 @@ from typing import Iterator, Sequence
 import torch
 from torch import nn
 
-from racq.config import GenConfig
+from racq.config import DRAFT_TOKENS, GenConfig
 from racq.decoding import guard_processors
 from racq.fastgen import SLOW_TOKENS_ENV
 from racq.models import BASE_STAGE
@@ -111,7 +111,6 @@ class TallHead(nn.Module):
 
 
 QUANTIZE = ("none", "int8")
-DRAFT_TOKENS = 2  # guessed tokens checked per decode step (0 = one token per step)
 
 
 def _int8(linear: nn.Linear) -> nn.Module:

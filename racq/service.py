@@ -32,7 +32,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
-from racq.config import GenConfig, ModelConfig, PromptConfig
+from racq.config import DRAFT_TOKENS, GenConfig, ModelConfig, PromptConfig
 from racq.coverage import assess, guard
 from racq.scoring.usefulness import card_usefulness
 
@@ -109,7 +109,7 @@ class Asker:
     engine: str = "joint"  # "joint" (racq.multilora), "merged" (racq.fastgen), "peft" (StageModel.generate), "vllm"
     cache_size: int = 256
     quantize: str = "none"  # engine joint: "int8" = dynamic int8 base linears (ModelConfig.quantize)
-    draft_tokens: int = 2  # engine joint: guessed tokens checked per decode step (ModelConfig.draft_tokens)
+    draft_tokens: int = DRAFT_TOKENS  # engine joint: guessed tokens checked per decode step (ModelConfig.draft_tokens)
     coverage: object = None  # racq.coverage.CoverageConfig; None = its defaults
     vllm_url: str = ""  # engine vllm: the server (ModelConfig.vllm_url; "" = racq.vllmclient.DEFAULT_URL)
     _fast: object = field(default=None, repr=False)

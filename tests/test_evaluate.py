@@ -264,3 +264,12 @@ def test_the_app_engines_ask_what_the_reference_asks(tmp_path, tiny_lm, adapters
         per = (tmp_path / "results" / engine / "per_example.jsonl").read_text().splitlines()
         rows[engine] = sorted((r["topic_id"], r["stage"], r["prediction"]) for r in map(json.loads, per))
     assert rows["joint"] == rows["peft"] == rows["merged"]
+    # the joint engine without guessed tokens: its own cache key (a real comparison), the same questions
+    out = evaluate(_cfg(tmp_path, tiny_lm, adapters, stages=stages, engine="joint", draft_tokens=0, run="joint-1tok"),
+                   examples=examples, scorer=lexical)
+    assert out["generation"]["generated"] == 4 * 3
+    per = (tmp_path / "results" / "joint-1tok" / "per_example.jsonl").read_text().splitlines()
+    assert sorted((r["topic_id"], r["stage"], r["prediction"]) for r in map(json.loads, per)) == rows["peft"]
+    with pytest.raises(EvalError, match="draft_tokens.*engine=joint"):
+        evaluate(_cfg(tmp_path, tiny_lm, adapters, stages=stages, engine="merged", draft_tokens=0, run="x"),
+                 examples=examples, scorer=lexical)

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-from racq.config import GenConfig, PromptConfig
+from racq.config import DRAFT_TOKENS, GenConfig, PromptConfig
 from racq.prompts import base_opener, extract_question
 
 QUERY_ONLY_STAGES = ("uncond",)
@@ -134,6 +134,10 @@ def _decoding(cfg, gen: GenConfig) -> dict:
         if cfg.engine != "joint":
             raise EvalError("quantize=int8 needs engine=joint")
         decoding["quantize"] = cfg.quantize
+    if cfg.draft_tokens != DRAFT_TOKENS:  # only off the default, so the joint runs' keys stay what they were
+        if cfg.engine != "joint" or cfg.draft_tokens < 0:
+            raise EvalError("draft_tokens (0 or more) is a setting of engine=joint")
+        decoding["draft_tokens"] = cfg.draft_tokens
     if cfg.no_repeat_ngram_size:  # only when on, so the keys of guard-free runs stay what they were
         decoding["no_repeat_ngram_size"] = cfg.no_repeat_ngram_size
     return decoding
@@ -194,7 +198,7 @@ def _engine(sm, cfg, gen: GenConfig, prompts: dict) -> Callable[[list], list[str
     if cfg.engine == "joint":  # an example's stages in one batch, as the app asks
         from racq.multilora import JointStages
 
-        joint = JointStages(sm, quantize=cfg.quantize)
+        joint = JointStages(sm, quantize=cfg.quantize, draft_tokens=cfg.draft_tokens)
 
         def run(batch):
             done = {s: t for s, t, fin in joint.stream([(j[1], prompts[j]) for j in batch], gen) if fin}

@@ -34,8 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from racq.config import (ADAPTERS_DIR, BASE_MODEL, DEFAULT_EMBEDDER, DEFAULT_VLLM_URL, REPO_ROOT, PromptConfig,
-                          helpfield)
+from racq.config import (ADAPTERS_DIR, BASE_MODEL, DEFAULT_EMBEDDER, DEFAULT_VLLM_URL, DRAFT_TOKENS, REPO_ROOT,
+                          PromptConfig, helpfield)
 from racq.data import Example, load_examples
 # generation and its caches live in racq.eval.gen; these names are importable from here as before
 from racq.eval.gen import (QUERY_ONLY_STAGES, EvalError, JsonlCache, generate_all, prompt_evidence,  # noqa: F401
@@ -89,6 +89,8 @@ class EvalConfig:
     vllm_url: str = helpfield(DEFAULT_VLLM_URL, "With engine=vllm: the server (ModelConfig.vllm_url, "
                                                        "`racq vllm serve`).")
     quantize: str = helpfield("none", "With engine=joint: int8 = dynamic int8 base linears (ModelConfig.quantize).")
+    draft_tokens: int = helpfield(DRAFT_TOKENS, "With engine=joint: guessed tokens checked per decode step "
+                                     "(ModelConfig.draft_tokens; 0 = one token per step, to check they ask the same).")
     reference_stage: str = helpfield("sft", "Stage every other stage is paired-tested against.")
     n_boot: int = helpfield(2000, "Bootstrap resamples for CIs and the paired test.")
     seed: int = helpfield(0, "Bootstrap seed.")

@@ -76,22 +76,23 @@ class MultiLoRALinear(nn.Module):
     batched matmuls cost four ops and copies (the masked columns add exact zeros)."""
 
     def __init__(self, base: nn.Linear, a: torch.Tensor, b: torch.Tensor, rows: _Rows):
+        """a: [stages, r, in], b: [stages, out, r] with LoRA's scaling folded in; slot 0 (base) is dropped."""
         super().__init__()
-        self.base, self.rows = base, rows
-        self.register_buffer("a", a, persistent=False)  # [stages, r, in]
-        self.register_buffer("b", b, persistent=False)  # [stages, out, r], LoRA's scaling folded in
-        stages, r = a.shape[0], a.shape[1]
-        self.register_buffer("a_cat", a[1:].reshape((stages - 1) * r, a.shape[2]).contiguous(), persistent=False)
-        self.register_buffer("b_cat", b[1:].permute(1, 0, 2).reshape(b.shape[1], (stages - 1) * r).contiguous(),
+        self.base, self.rows, self.r = base, rows, a.shape[1]
+        stages = a.shape[0]
+        self.register_buffer("a_cat", a[1:].reshape((stages - 1) * self.r, a.shape[2]).contiguous(), persistent=False)
+        self.register_buffer("b_cat", b[1:].permute(1, 0, 2).reshape(b.shape[1], (stages - 1) * self.r).contiguous(),
                              persistent=False)
-        self.register_buffer("col_slot", torch.arange(1, stages).repeat_interleave(r), persistent=False)
+        self.register_buffer("col_slot", torch.arange(1, stages).repeat_interleave(self.r), persistent=False)
 
     def forward(self, x):
         y = self.base(x)
         rows = self.rows
-        if rows.single is not None:
-            s = rows.single
-            return y if s == 0 else y + (x @ self.a[s].T) @ self.b[s].T
+        if rows.single is not None:  # every row one stage (a prefill): its own columns only
+            if rows.single == 0:
+                return y
+            cols = slice((rows.single - 1) * self.r, rows.single * self.r)
+            return y + (x @ self.a_cat[cols].T) @ self.b_cat[:, cols].T
         if rows.slots is None or self.a_cat.shape[0] == 0:
             return y
         return y + ((x @ self.a_cat.T) * rows.mask(self.col_slot, x.dtype)) @ self.b_cat.T
@@ -233,6 +234,7 @@ class JointStages:
 
         slot, prefix = self.slots[stage], self._prompt_prefix()
         n = len(prefix)
+        # a prefix of a few tokens saves less than its bookkeeping; a prompt must keep one token to prefill
         if n < 8 or ids.shape[1] <= n or ids[0, :n].tolist() != prefix:
             cache = DynamicCache()
             return cache, self._forward([slot], input_ids=ids, cache=cache, logits_to_keep=1)

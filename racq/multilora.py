@@ -24,7 +24,8 @@ only where it equals its own greedy choice, so the text is what one token per st
 guess's cache slot is masked out). On a CPU a pass over 3 rows x 3 tokens costs about what 3 x 1 does,
 and the stages copy titles, the query and each other, so a question takes about a third fewer passes
 (bench/README.md). The output head runs as W @ h^T (TallHead): MKL's kernel is ~4x faster that way for
-a few rows. Greedy only, like racq.fastgen; text equals the PEFT path's up to float rounding
+a few rows. Attention folds the query heads that share a key/value head into extra query positions
+(racq.attention) instead of copying the keys and values per head. Greedy only, like racq.fastgen; text equals the PEFT path's up to float rounding
 (tests/test_joint.py, docs/eval/speed-equivalence.md).
 """
 
@@ -39,6 +40,7 @@ from typing import Iterator, Sequence
 import torch
 from torch import nn
 
+from racq.attention import use_packed_attention
 from racq.config import DRAFT_TOKENS, GenConfig
 from racq.decoding import guard_processors
 from racq.fastgen import SLOW_TOKENS_ENV
@@ -188,6 +190,7 @@ class JointStages:
         head = dup.get_output_embeddings()
         if isinstance(head, nn.Linear) and head.bias is None:
             dup.set_output_embeddings(TallHead(head.weight))
+        use_packed_attention(dup)
         dup.eval()
         return dup, slots
 

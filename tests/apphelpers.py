@@ -53,6 +53,20 @@ def one_torch_thread():
         torch.set_num_threads(before)
 
 
+def until(what: str, fn, timeout: float = 240.0, every: float = 0.2):
+    """fn()'s first truthy value, polled until `timeout` (then fail saying what was awaited): tests wait
+    on state, never on a fixed sleep."""
+    import pytest
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = fn()
+        if got:
+            return got
+        time.sleep(every)
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
 def free_port() -> int:
     """A port that was free a moment ago. Racy by nature (another process may take it before our server
     binds it): AppServer.start and serve retry with a new port when the bind fails."""

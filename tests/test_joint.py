@@ -197,6 +197,35 @@ def test_tall_head_gives_the_linear_heads_logits():
     assert torch.allclose(TallHead(w)(h), torch.nn.functional.linear(h, w), atol=1e-5)
 
 
+@pytest.mark.parametrize("tokens", [1, 3])
+def test_packed_attention_equals_transformers_sdpa(tokens):
+    """Query heads folded into positions of their key/value head give SDPA's own attention."""
+    import types
+
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from racq.attention import packed_sdpa
+
+    torch.manual_seed(0)
+    module = types.SimpleNamespace(num_key_value_groups=3, is_causal=True)
+    q, k, v = torch.randn(2, 6, tokens, 8), torch.randn(2, 2, 11, 8), torch.randn(2, 2, 11, 8)
+    mask = torch.rand(2, 1, tokens, 11) > 0.3
+    mask[..., -1] = True  # every query sees at least one key
+    want, _ = sdpa_attention_forward(module, q, k, v, mask, scaling=0.3)
+    got, _ = packed_sdpa(module, q, k, v, mask, scaling=0.3)
+    assert got.shape == want.shape == (2, tokens, 6, 8)
+    assert torch.allclose(got, want, atol=1e-6)
+
+
+def test_only_the_joint_copy_uses_packed_attention(asker):
+    from racq.attention import ATTENTION
+
+    asker.joint.sync()
+    assert asker.joint.model.config._attn_implementation == ATTENTION
+    assert asker.stage_model.model.config._attn_implementation == "sdpa"  # training and sampling: untouched
+
+
 def test_events_start_together_and_interleave(asker):
     events = list(asker.ask_stream("who played wolverine", k=2, gen=replace(GEN, max_new_tokens=5)))
     kinds = [(e["event"], e.get("stage")) for e in events]

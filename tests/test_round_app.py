@@ -13,26 +13,14 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 import uuid
 
 import pytest
 
-from apphelpers import AppServer, Rest, rows, synthetic_pool, write_config, write_users
+from apphelpers import AppServer, Rest, rows, synthetic_pool, until, write_config, write_users
 
 ADMIN = ("ana", "ana-secret-token")
 QUERY = "who played wolverine"
-
-
-def _until(what: str, fn, timeout: float = 240.0, every: float = 0.2):
-    """fn()'s first truthy value, polled until `timeout` (then fail saying what was awaited)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = fn()
-        if got:
-            return got
-        time.sleep(every)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def _cards(outputs) -> dict[str, str]:
@@ -89,13 +77,13 @@ def test_a_round_started_then_abandoned_lands_in_the_running_app(app_dir):
         first.close()
 
         _start_round_and_disconnect(app.url, s1)
-        done = _until("the round to finish in the database", lambda: [
+        done = until("the round to finish in the database", lambda: [
             r for r in rows(app_dir["db"], "SELECT * FROM training_rounds") if r["status"] != "running"])
         assert [(r["stage"], r["status"]) for r in done] == [("aligned-r1", "done")], done
 
         second, s2 = Rest(app.url), uuid.uuid4().hex  # a new page, after the round
         second.call("annotate_sign_in", list(ADMIN), s2)
-        state = _until("the job to load the stage", lambda: (lambda out: out if "New stage" in out[3] else None)(
+        state = until("the job to load the stage", lambda: (lambda out: out if "New stage" in out[3] else None)(
             second.call("feedback_summary", [], s2)))
         summary, bar, log, message = state
         assert "`aligned-r1`" in message and "is loaded: Explore shows it now" in message, message

@@ -15,13 +15,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import uuid
 
 import pytest
 from typer.testing import CliRunner
 
-from apphelpers import APP_ENV, REPO, synthetic_pool
+from apphelpers import APP_ENV, REPO, synthetic_pool, until
 from racq.cli import app
 from racq.config import TrainConfig
 from racq.annotation.retrain import FeedbackError, train_round
@@ -96,14 +95,6 @@ def fake_training(tmp_path, tiny_adapters, monkeypatch):
     return adapters
 
 
-def _until(what: str, fn, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while not fn():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.01)
-
-
 def _cfg(tmp_path, tiny_lm, adapters) -> TrainConfig:
     return TrainConfig(base_model=str(tiny_lm), adapters_dir=str(adapters), run_dir=str(tmp_path / "run"))
 
@@ -145,7 +136,7 @@ def test_a_lease_is_free_once_it_expires_or_its_holder_is_killed(tmp_path, child
 
     with held_lease(db, "x", every_s=0.05) as lease:  # the heartbeat renews while the block runs
         beat = get_lease(db, "x")["heartbeat_at"]
-        _until("a renewal", lambda: get_lease(db, "x")["heartbeat_at"] > beat)
+        until("a renewal", lambda: get_lease(db, "x")["heartbeat_at"] > beat, timeout=60, every=0.01)
         assert get_lease(db, "x")["holder"] == lease.holder
     assert get_lease(db, "x") is None  # released on the way out
 

@@ -25,8 +25,8 @@ guess's cache slot is masked out). On a CPU a pass over 3 rows x 3 tokens costs 
 and the stages copy titles, the query and each other, so a question takes about a third fewer passes
 (bench/README.md). The output head runs as W @ h^T (TallHead): MKL's kernel is ~4x faster that way for
 a few rows. Attention folds the query heads that share a key/value head into extra query positions
-(racq.attention) instead of copying the keys and values per head. Greedy only, like racq.fastgen; text equals the PEFT path's up to float rounding
-(tests/test_joint.py, docs/eval/speed-equivalence.md).
+(racq.attention) instead of copying the keys and values per head. Greedy only, like racq.fastgen; text
+equals the PEFT path's up to float rounding (tests/test_joint.py, docs/eval/speed-equivalence.md).
 """
 
 from __future__ import annotations

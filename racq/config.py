@@ -217,8 +217,9 @@ class TrainConfig:
     t1_limit: int = helpfield(0, "Use at most this many t1 examples for SFT/query-only (0 = all).")
     t2_limit: int = helpfield(0, "Use at most this many t2 examples for preference pairs (0 = all).")
     eval_examples: int = helpfield(16, "t1 examples held out of SFT to report an eval loss.")
-    top_k: int = helpfield(3, "Passages per prompt (ranked against the query by the embedder).")
-    passage_tokens: int = helpfield(64, "Token budget per passage in the prompt.")
+    # the prompt's shape comes from PromptConfig, so training, eval and serving cannot drift apart by default
+    top_k: int = helpfield(PromptConfig.top_k, "Passages per prompt (ranked against the query by the embedder).")
+    passage_tokens: int = helpfield(PromptConfig.passage_tokens, "Token budget per passage in the prompt.")
     # LoRA
     lora_r: int = helpfield(16, "LoRA rank.")
     lora_alpha: int = helpfield(32, "LoRA alpha.")

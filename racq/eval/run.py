@@ -71,12 +71,13 @@ class EvalConfig:
     base_model: str = helpfield(BASE_MODEL, "Base model: a folder or a name from `racq models add`.")
     adapters_dir: str = helpfield(str(ADAPTERS_DIR), "Stage adapters folder.")
     embedder: str = helpfield(DEFAULT_EMBEDDER, "Embedder for passage ranking and embed_sim.")
-    top_k: int = helpfield(3, "Passages per prompt (as in training).")
-    passage_tokens: int = helpfield(64, "Token budget per passage (as in training).")
+    top_k: int = helpfield(PromptConfig.top_k, "Passages per prompt (as in training).")
+    passage_tokens: int = helpfield(PromptConfig.passage_tokens, "Token budget per passage (as in training).")
     base_openers: list[str] = helpfield(PromptConfig().base_openers, "Reply openers of the untuned base "
                                         "stage, one per prompt by hash (PromptConfig.base_openers; [] = none).")
-    evidence: str = helpfield("lead", "What the prompt shows (PromptConfig.evidence): lead = top_k passages' "
-                              "first passage_tokens tokens; mmr = sentences from all own passages, same budget.")
+    evidence: str = helpfield(PromptConfig.evidence, "What the prompt shows (PromptConfig.evidence): lead = "
+                              "top_k passages' first passage_tokens tokens; mmr = sentences from all own "
+                              "passages, same budget.")
     max_new_tokens: int = helpfield(32, "Most new tokens per question (greedy decoding).")
     no_repeat_ngram_size: int = helpfield(0, "Decoding guard (GenConfig.no_repeat_ngram_size): no n-gram "
                                              "of this many tokens twice in a reply; 0 = off.")

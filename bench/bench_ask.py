@@ -36,8 +36,8 @@ QUERIES = ["who won the world rapid chess championship in 2017", "who played wol
 VARIANTS = {"peft-batched": ("peft", "none", 0, "before: PEFT, one mixed-adapter batch, no streaming"),
             "merged-stream": ("merged", "none", 0, "one merged model per stage, stage after stage, streamed"),
             "joint-1tok": ("joint", "none", 0, "every stage in one batch over one base, one token per step"),
-            "joint-stream": ("joint", "none", 2, "default: the same, checking 2 guessed tokens per step"),
-            "joint-int8": ("joint", "int8", 2, "opt-in: the default with dynamic int8 base linears")}
+            "joint-stream": ("joint", "none", 3, "default: the same, checking 3 guessed tokens per step"),
+            "joint-int8": ("joint", "int8", 3, "opt-in: the default with dynamic int8 base linears")}
 DEFAULT = "joint-stream"
 
 

@@ -51,8 +51,9 @@ def helpfield(default, help: str, **kw):
     return field(default=default, metadata={"help": help}, **kw)
 
 
-# Engine joint's guessed tokens per decode step (racq.multilora; bench/README.md chose 2 by measurement)
-DRAFT_TOKENS = 2
+# Engine joint's guessed tokens per decode step (racq.multilora; bench/README.md run 5 chose 3 by measurement,
+# once earlier replies became guessing material; 2 before)
+DRAFT_TOKENS = 3
 
 
 @dataclass
@@ -81,10 +82,11 @@ class ModelConfig:
     quantize: str = helpfield("none", "Engine joint only: 'int8' = torch dynamic int8 weights for the base's "
                                       "linear layers (opt-in: ~2.5x faster on a CPU, but the stages ask "
                                       "different questions; docs/eval/speed-equivalence.md); 'none' = fp32.")
-    draft_tokens: int = helpfield(DRAFT_TOKENS, "Engine joint: tokens guessed per decode step from the prompt and the "
-                                     "other stages' replies (prompt lookup) and checked in the same forward "
-                                     "pass; a guess is kept only when it is the model's own greedy choice, so "
-                                     "the text is what one token per step gives, in fewer steps. 0 = off.")
+    draft_tokens: int = helpfield(DRAFT_TOKENS, "Engine joint: tokens guessed per decode step from the prompt, the "
+                                     "other stages' replies and earlier queries' replies (prompt lookup) and "
+                                     "checked in the same forward pass; a guess is kept only when it is the "
+                                     "model's own greedy choice, so the text is what one token per step gives, "
+                                     "in fewer steps. 0 = off.")
 
 
 @dataclass

@@ -19,10 +19,11 @@ prompt prefix every passage prompt shares (template, instruction), whose keys an
 computes once; the rows' caches are then left-padded to one length and decoded as one batch, a row
 leaving the batch when it stops (end of text, its first "?", or max_new_tokens). Each decode step feeds
 every row its last token plus `draft_tokens` guessed ones (prompt lookup: what followed the same words in
-the other stages' replies or in the prompt, `_draft`); one pass scores them all, and a row keeps a guess
-only where it equals its own greedy choice, so the text is what one token per step gives (a rejected
-guess's cache slot is masked out). On a CPU a pass over 3 rows x 3 tokens costs about what 3 x 1 does,
-and the stages copy titles, the query and each other, so a question takes about a third fewer passes
+the other stages' replies, the prompt or earlier queries' replies, `_draft`); one pass scores them all,
+and a row keeps a guess only where it equals its own greedy choice, so the text is what one token per
+step gives (a rejected guess's cache slot is masked out). On a CPU a pass over 3 rows x 4 tokens costs
+about a quarter more than 3 x 1, and the stages copy titles, the query, each other and their own earlier
+questions' shapes, so a question takes about a third fewer passes
 (bench/README.md). The output head runs as W @ h^T (TallHead): MKL's kernel is ~4x faster that way for
 a few rows. Attention folds the query heads that share a key/value head into extra query positions
 (racq.attention) instead of copying the keys and values per head. Greedy only, like racq.fastgen; text
@@ -35,6 +36,7 @@ import copy
 import os
 import threading
 import time
+from collections import deque
 from typing import Iterator, Sequence
 
 import torch
@@ -45,6 +47,11 @@ from racq.config import DRAFT_TOKENS, GenConfig
 from racq.decoding import guard_processors
 from racq.fastgen import SLOW_TOKENS_ENV
 from racq.models import BASE_STAGE
+
+# Finished replies kept as guessing material for later queries (racq.multilora._draft): the stages ask in
+# the same few shapes ("Do you want to know about the ... or the ...?"), so an earlier reply often holds
+# the next few tokens. On 16 t2 queries in a row it saved ~1 decode pass in 10 (bench/README.md run 5).
+HISTORY_REPLIES = 64
 
 
 class _Rows:
@@ -139,6 +146,7 @@ class JointStages:
         self.slots: dict[str, int] = {}
         self.hashes: dict[str, str] = {}
         self.draft_tokens = draft_tokens
+        self._history: deque[list[int]] = deque(maxlen=HISTORY_REPLIES)  # earlier replies' tokens, newest last
         self._rows = _Rows()
         self._prefix_ids: list[int] | None = None
         self._prefix_kv: dict[int, list] = {}  # slot -> the prompt prefix's (keys, values) per layer
@@ -254,8 +262,6 @@ class JointStages:
 
     # ------------------------------------------------------------ decoding
     def _stream(self, jobs, gen: GenConfig):
-        from transformers import DynamicCache
-
         tok = self.sm.tokenizer
         delay = float(os.environ.get(SLOW_TOKENS_ENV) or 0)  # tests only, see racq.fastgen
         rows = []
@@ -268,6 +274,13 @@ class JointStages:
             self._step(row, out.logits[0, -1], tok, gen)
             rows.append(row)
             yield from self._emit(row, tok, delay)
+        yield from self._decode(rows, tok, gen, delay)
+        self._history.extend(r["new"] for r in rows if r["new"])
+
+    def _decode(self, rows: list[dict], tok, gen: GenConfig, delay: float):
+        """Decode the prefilled rows as one batch until every row has stopped, emitting each step."""
+        from transformers import DynamicCache
+
         live = [r for r in rows if not r["done"]]
         if not live:
             return
@@ -282,10 +295,10 @@ class JointStages:
             r["cache"] = None
         while live:
             # Each row's last token, then up to `draft_tokens` guessed ones (racq.multilora._draft); the
-            # model checks all in one pass (about the price of one token on a CPU, bench/README.md) and a
+            # model checks all in one pass (about a quarter dearer than one token on a CPU, bench/README.md) and a
             # row keeps the guesses its own greedy choices confirm, so the text is what one token per
             # step gives. A rejected guess's cache entry is masked out; positions count kept tokens only.
-            drafts = [_draft(r, rows, self.draft_tokens) for r in live]
+            drafts = [_draft(r, rows, self.draft_tokens, self._history) for r in live]
             width = 1 + max(len(d) for d in drafts)
             step_ids = torch.tensor([[r["new"][-1]] + d + [r["new"][-1]] * (width - 1 - len(d))
                                      for r, d in zip(live, drafts)])
@@ -335,14 +348,15 @@ class JointStages:
         yield row["stage"], row["opener"] + tok.decode(row["new"], skip_special_tokens=True), row["done"]
 
 
-def _draft(row: dict, rows: list[dict], k: int) -> list[int]:
+def _draft(row: dict, rows: list[dict], k: int, history: Sequence[list[int]] = ()) -> list[int]:
     """Up to k tokens guessed to follow ROW's text (prompt lookup): what followed the latest earlier
     occurrence of its last 3, else 2, else 1 tokens, looked up first in the other stages' replies (the
-    stages often ask alike), then in its own prompt and reply (questions copy titles and the query)."""
+    stages often ask alike), then in its own prompt and reply (questions copy titles and the query), then
+    in earlier queries' replies, newest first (HISTORY, the shapes the stages ask in)."""
     if k <= 0:
         return []
     seq = row["ids"] + row["new"]
-    sources = [o["new"] for o in rows if o is not row] + [seq[:-1]]
+    sources = [o["new"] for o in rows if o is not row] + [seq[:-1]] + list(reversed(history))
     for g in (3, 2, 1):
         if len(seq) <= g:
             continue

@@ -127,7 +127,7 @@ def test_a_guessed_token_is_kept_only_when_it_is_the_models_own_choice(asker, mo
 
     vocab = len(sm.tokenizer)
 
-    def oracle(row, rows, k):
+    def oracle(row, rows, k, history=()):
         true = truth[tuple(row["ids"]), row["stage"]][len(row["new"]):][:k]
         if guess == "wrong":
             return [(t + 1) % vocab for t in true]
@@ -144,7 +144,7 @@ def test_a_guessed_token_is_kept_only_when_it_is_the_models_own_choice(asker, mo
         assert 5 in passes  # a decode pass: the last token and 4 guesses
 
 
-def test_draft_looks_in_the_other_replies_first_then_its_own_text():
+def test_draft_looks_in_the_other_replies_first_then_its_own_text_then_earlier_replies():
     from racq.multilora import _draft
 
     me = {"ids": [1, 2, 3, 4, 9, 7], "new": [5, 3, 4]}
@@ -153,6 +153,40 @@ def test_draft_looks_in_the_other_replies_first_then_its_own_text():
     assert _draft(me, [me], 3) == [9, 7, 5]           # alone: what followed "3 4" in its own prompt
     assert _draft(me, [me, other], 0) == []
     assert _draft({"ids": [1], "new": [2]}, [], 4) == []  # nothing seen twice: no guess
+    fresh = {"ids": [1, 2], "new": [3, 4]}
+    history = [[3, 4, 8, 8], [9, 3, 4, 5, 5]]  # earlier queries' replies, newest last
+    assert _draft(fresh, [fresh], 2) == []
+    assert _draft(fresh, [fresh], 2, history) == [5, 5]  # newest earlier reply first
+    assert _draft(me, [me, other], 2, history) == [6, 6]  # this query's own material still comes first
+
+
+def test_earlier_replies_save_passes_and_never_change_the_text(asker, monkeypatch):
+    """The same prompts asked again straight through the engine (no answer cache): the first run's
+    replies are now guessing material, so the second takes fewer decode passes for the same text."""
+    sm, joint = asker.stage_model, asker.joint
+    prompts = [sm.passage_prompt(q, [h.passage for h in asker.retrieve(q, 3)]) for q in QUERIES[:2]]
+    gen = replace(GEN, max_new_tokens=12)
+    passes = []
+    real_forward = joint._forward
+
+    def counting(slots, **kw):
+        passes.append(kw["input_ids"].shape[1])
+        return real_forward(slots, **kw)
+
+    monkeypatch.setattr(joint, "_forward", counting)
+    joint._history.clear()
+
+    def run():
+        passes.clear()
+        texts = [_joint(asker, p, gen)[0] for p in prompts]
+        return texts, len(passes)
+
+    first, first_passes = run()
+    again, again_passes = run()
+    assert again == first
+    assert again_passes < first_passes, (again_passes, first_passes)
+    joint._history.clear()
+    assert run() == (first, first_passes)  # no history: as the first time
 
 
 def test_the_prompt_prefix_is_prefilled_once_per_stage(asker, monkeypatch):

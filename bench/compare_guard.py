@@ -8,8 +8,9 @@ the guarded run's question. Choose on a training split, never on test (issue #11
         --set no_repeat_ngram_size=3 --run t2-guard3
     .venv/bin/python bench/compare_guard.py results/t2-guard0 results/t2-guard3
 
-Prints % per column and, for retry and always-on against off, an exact McNemar test (the sign test on
-the examples whose 0/1 value changed, scipy.stats.binomtest) for useful & grounded and hallucinated.
+Prints % per column and, for retry and always-on against off, the exact sign test of `racq eval`'s
+paired tests (racq.eval.significance.paired_test; on 0/1 columns it is McNemar's exact test) for useful &
+grounded and hallucinated.
 Measured on t2 on 2026-12-04: docs/eval/test-usefulness-report.md, part 3.
 """
 
@@ -17,10 +18,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections import defaultdict
 from pathlib import Path
 
-from scipy.stats import binomtest
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from racq.eval.significance import paired_test  # noqa: E402
 
 COLUMNS = ("rougeL", "grounded", "hallucinated", "repeats_option", "useful_grounded", "covers_any",
            "distinct_options")
@@ -37,11 +41,10 @@ def mean(rows: list[dict], col: str) -> float:
     return 100 * sum(vals) / len(vals) if vals else float("nan")
 
 
-def mcnemar_p(a: list[dict], b: list[dict], col: str) -> float:
+def sign_p(a: list[dict], b: list[dict], col: str) -> float:
     """Exact two-sided p of 'b differs from a' on the same examples (1.0 when none changed)."""
-    up = sum(1 for x, y in zip(a, b) if (y["scores"].get(col) or 0) > (x["scores"].get(col) or 0))
-    down = sum(1 for x, y in zip(a, b) if (y["scores"].get(col) or 0) < (x["scores"].get(col) or 0))
-    return binomtest(up, up + down).pvalue if up + down else 1.0
+    p = paired_test([y["scores"].get(col) for y in b], [x["scores"].get(col) for x in a])["p_sign"]
+    return 1.0 if p is None else p  # None: no example has the column in both runs
 
 
 def main() -> None:
@@ -66,7 +69,7 @@ def main() -> None:
     for (dataset, stage), g in sorted(groups.items()):
         for policy in ("off", "on", "retry"):
             rows = g[policy]
-            ps = "" if policy == "off" else ", ".join(f"{mcnemar_p(g['off'], rows, c):.3f}" for c in TESTED)
+            ps = "" if policy == "off" else ", ".join(f"{sign_p(g['off'], rows, c):.3f}" for c in TESTED)
             cells = " | ".join(f"{mean(rows, c):.1f}" for c in COLUMNS)
             print(f"| {dataset} | {stage} | {policy} | {len(rows)} | {cells} | {ps} |")
 

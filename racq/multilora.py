@@ -46,6 +46,7 @@ from racq.attention import use_packed_attention
 from racq.config import DRAFT_TOKENS, GenConfig
 from racq.decoding import guard_processors
 from racq.fastgen import SLOW_TOKENS_ENV
+from racq.kvcache import batch_cache
 from racq.models import BASE_STAGE
 
 # Finished replies kept as guessing material for later queries (racq.multilora._draft): the stages ask in
@@ -287,16 +288,13 @@ class JointStages:
 
     def _decode(self, rows: list[dict], tok, gen: GenConfig, delay: float):
         """Decode the prefilled rows as one batch until every row has stopped, emitting each step."""
-        from transformers import DynamicCache
-
         live = [r for r in rows if not r["done"]]
         if not live:
             return
         width = max(r["n"] for r in live)
-        cache = DynamicCache(ddp_cache_data=[
-            tuple(torch.cat([nn.functional.pad(getattr(r["cache"].layers[i], kind), (0, 0, width - r["n"], 0))
-                             for r in live]) for kind in ("keys", "values"))
-            for i in range(len(live[0]["cache"].layers))])
+        # room for every pass a reply can take (each keeps >= 1 token), so the buffers never grow; pages
+        # of the room never written are never touched (a large allocation is mapped lazily)
+        cache = batch_cache([(r["cache"], r["n"]) for r in live], room=gen.max_new_tokens * (1 + self.draft_tokens))
         mask = torch.zeros(len(live), width, dtype=torch.long)
         for j, r in enumerate(live):
             mask[j, width - r["n"]:] = 1
@@ -327,7 +325,7 @@ class JointStages:
             keep = [j for j, r in enumerate(live) if not r["done"]]
             if len(keep) < len(live) and keep:
                 idx = torch.tensor(keep)
-                cache.batch_select_indices(idx)
+                cache.batch_select_indices(idx)  # racq.kvcache.GrowingLayer: its buffers, room kept
                 mask = mask[idx]
             live = [live[j] for j in keep]
 

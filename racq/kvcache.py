@@ -2,7 +2,7 @@
 
     from racq.kvcache import batch_cache
     cache = batch_cache([(cache_a, 250), (cache_b, 262)], room=64)   # two prefilled rows, left-padded to 262
-    model(input_ids=..., attention_mask=..., position_ids=..., past_key_values=cache)
+    model(input_ids=..., attention_mask=..., position_ids=..., cache=cache)
 
 Why: transformers' DynamicLayer appends a pass's keys and values with torch.cat, so every decode pass
 copies the whole cache of every layer (3 rows x ~300 positions x 30 layers, twice): in a profile of two
@@ -34,7 +34,8 @@ class GrowingLayer(DynamicLayer):
     def update(self, key_states, value_states, *args, **kwargs):
         t = key_states.shape[-2]
         if self._n + t > self._k.shape[2]:
-            self._k, self._v = (_grow(buf, self._n, self._n + t) for buf in (self._k, self._v))
+            room = max(self._n + t, 2 * self._k.shape[2])
+            self._k, self._v = (_refill(buf, self._n, room) for buf in (self._k, self._v))
         self._k[:, :, self._n:self._n + t] = key_states
         self._v[:, :, self._n:self._n + t] = value_states
         self._n += t
@@ -45,9 +46,9 @@ class GrowingLayer(DynamicLayer):
         return self._n
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
-        # the remaining rows into new buffers of the same capacity, copying only the filled positions (the
-        # room stays unwritten, so its pages are never touched; a row leaves the batch ~twice a query)
-        self._k, self._v = (_select(buf, indices, self._n) for buf in (self._k, self._v))
+        # the remaining rows into new buffers of the same capacity, copying only the filled positions (a
+        # row leaves the batch ~twice a query)
+        self._k, self._v = (_refill(buf, self._n, buf.shape[2], indices) for buf in (self._k, self._v))
         self._views()
 
     def crop(self, tokens_to_remove: int) -> None:
@@ -57,16 +58,12 @@ class GrowingLayer(DynamicLayer):
         self._views()
 
 
-def _select(buf: torch.Tensor, rows: torch.Tensor, used: int) -> torch.Tensor:
-    out = buf.new_empty(len(rows), *buf.shape[1:])
-    out[:, :, :used] = buf[rows, :, :used]
+def _refill(buf: torch.Tensor, used: int, capacity: int, rows=slice(None)) -> torch.Tensor:
+    """A new buffer of `capacity` positions holding the first `used` positions of BUF's chosen rows."""
+    part = buf[rows, :, :used]
+    out = buf.new_empty(part.shape[0], buf.shape[1], capacity, buf.shape[3])
+    out[:, :, :used] = part
     return out
-
-
-def _grow(buf: torch.Tensor, used: int, need: int) -> torch.Tensor:
-    bigger = buf.new_empty(*buf.shape[:2], max(need, 2 * buf.shape[2]), buf.shape[3])
-    bigger[:, :, :used] = buf[:, :, :used]
-    return bigger
 
 
 def batch_cache(rows: list[tuple[DynamicCache, int]], room: int) -> DynamicCache:

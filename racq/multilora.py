@@ -292,8 +292,7 @@ class JointStages:
         if not live:
             return
         width = max(r["n"] for r in live)
-        # room for every pass a reply can take (each keeps >= 1 token), so the buffers never grow; pages
-        # of the room never written are never touched (a large allocation is mapped lazily)
+        # room for every pass a reply can take (each keeps >= 1 token), so the buffers never grow
         cache = batch_cache([(r["cache"], r["n"]) for r in live], room=gen.max_new_tokens * (1 + self.draft_tokens))
         mask = torch.zeros(len(live), width, dtype=torch.long)
         for j, r in enumerate(live):

@@ -119,6 +119,40 @@ def test_mmr_evidence_stays_within_leads_budget_and_reaches_lower_passages(real_
         prompt_passages("q", ps, real_tokenizer, evidence="best")
 
 
+def _bench_evidence():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "bench" / "bench_evidence.py"
+    spec = importlib.util.spec_from_file_location("bench_evidence", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_evidence_oracle_finds_the_readings_lead_misses_within_leads_budget(real_tokenizer):
+    # The readings sit in late sentences of lower-ranked passages, behind filler lead's heads show.
+    filler = ". ".join(f"The tournament draws crowds in season {w}" for w in "one two three four five six seven eight nine ten".split())
+    ps = [Passage("Cup A", filler + ". France beat Croatia in the 2018 men's final."),
+          Passage("Cup B", filler + "."),
+          Passage("Cup C", filler + "."),
+          Passage("Cup D", filler + ". The United States won the 2019 women's final."),
+          Passage("Cup E", filler + ". Uruguay won the first world cup in 1930.")]
+    oracle = _bench_evidence().oracle_passages
+    head = lead(ps, 3, 64, real_tokenizer)
+    budget = _ntok(block(head), real_tokenizer)
+    shown = oracle(QUERY, ps, INTERPS, budget, real_tokenizer)
+    assert 0 < _ntok(block(shown), real_tokenizer) <= budget
+    assert evidence(QUERY, head, INTERPS)["evidenced"] == []
+    assert evidence(QUERY, shown, INTERPS)["evidenced"] == [0, 1, 2]
+    assert [p.title for p in shown] == ["Cup A", "Cup D", "Cup E"]  # rank order, only units that add a reading
+    assert all("crowds" not in p.text for p in shown)
+    one = _ntok(block([Passage("Cup A", "France beat Croatia in the 2018 men's final.")]), real_tokenizer) + 2  # + the newline the cost estimate counts
+    tight = oracle(QUERY, ps, INTERPS, one, real_tokenizer)  # room for one unit only: the budget binds
+    assert _ntok(block(tight), real_tokenizer) <= one and len(evidence(QUERY, tight, INTERPS)["evidenced"]) == 1
+    assert oracle(QUERY, ps, [], budget, real_tokenizer) == []  # no interpretations, nothing to pick
+
+
 # ---------------------------------------------------------------- decoding guard
 def test_guard_bans_repeats_of_the_reply_but_not_of_the_prompt():
     assert guard_processors(GenConfig(), 5) == []

@@ -119,12 +119,12 @@ def test_mmr_evidence_stays_within_leads_budget_and_reaches_lower_passages(real_
         prompt_passages("q", ps, real_tokenizer, evidence="best")
 
 
-def _bench_evidence():
+def _bench(name: str = "bench_evidence"):
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parent.parent / "bench" / "bench_evidence.py"
-    spec = importlib.util.spec_from_file_location("bench_evidence", path)
+    path = Path(__file__).resolve().parent.parent / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -138,7 +138,7 @@ def test_evidence_oracle_finds_the_readings_lead_misses_within_leads_budget(real
           Passage("Cup C", filler + "."),
           Passage("Cup D", filler + ". The United States won the 2019 women's final."),
           Passage("Cup E", filler + ". Uruguay won the first world cup in 1930.")]
-    oracle = _bench_evidence().oracle_passages
+    oracle = _bench().oracle_passages
     head = lead(ps, 3, 64, real_tokenizer)
     budget = _ntok(block(head), real_tokenizer)
     shown = oracle(QUERY, ps, INTERPS, budget, real_tokenizer)
@@ -151,6 +151,25 @@ def test_evidence_oracle_finds_the_readings_lead_misses_within_leads_budget(real
     tight = oracle(QUERY, ps, INTERPS, one, real_tokenizer)  # room for one unit only: the budget binds
     assert _ntok(block(tight), real_tokenizer) <= one and len(evidence(QUERY, tight, INTERPS)["evidenced"]) == 1
     assert oracle(QUERY, ps, [], budget, real_tokenizer) == []  # no interpretations, nothing to pick
+
+
+def test_best_of_n_picks_a_grounded_two_option_sample_over_a_vague_greedy_question():
+    from racq.scoring.faithfulness import FaithfulnessConfig, Scorer
+
+    bench, scorer = _bench("bench_rerank"), Scorer(FaithfulnessConfig(use_semantic=False))
+    ps = [Passage("Cup", "France beat Croatia in the 2018 men's final. The United States won the 2019 women's final.")]
+    m = lambda q, greedy=False: bench.measure(QUERY, q, ps, INTERPS, scorer, greedy)  # noqa: E731
+    vague = m("Which one: the final, or the final?", greedy=True)
+    useful = m("Which one: the 2018 men's final, or the 2019 women's final?")
+    invented = m("Which one: the 2018 men's final, or the 1966 final?")
+    assert (vague["repeats"], vague["distinct_options"]) == (1, 0)
+    assert (useful["grounded"], useful["distinct_options"], useful["covers_any"], useful["useful_grounded"]) == (1, 1, 1, 1)
+    assert invented["hallucinated"] == 1
+    # the pick reads run-time signals only; no candidate better than greedy leaves greedy
+    assert max([vague, invented, useful], key=bench.pick_key)["question"] == useful["question"]
+    assert max([vague, invented], key=bench.pick_key)["question"] == vague["question"]
+    twin = dict(vague, greedy=0)
+    assert max([twin, vague], key=bench.pick_key) is vague
 
 
 # ---------------------------------------------------------------- decoding guard

@@ -52,7 +52,8 @@ def measure(query: str, question: str, passages, interps, scorer, greedy: bool) 
             "useful_grounded": use["useful_grounded"]}
 
 
-def run(split: str, datasets: list[str], stages: list[str], samples: int, limit: int, seed: int) -> list[dict]:
+def run(split: str, datasets: list[str], stages: list[str], samples: int, limit: int, seed: int,
+        out: Path | None = None) -> list[dict]:
     from racq.generate import StageModel
     from racq.scoring.faithfulness import Scorer
 
@@ -73,6 +74,10 @@ def run(split: str, datasets: list[str], stages: list[str], samples: int, limit:
             rows.append({"dataset": e.dataset, "stage": stage, "query": e.query, "greedy": cands[0], "pick": pick,
                          "n_candidates": len(cands)})
         print(f"[rerank] {stage}: {len(exs)} examples x {samples + 1} candidates", flush=True)
+        print(table([r for r in rows if r["stage"] == stage]), flush=True)
+        if out:  # after every stage, so a long run that is stopped keeps what it measured
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(rows))
     return rows
 
 
@@ -102,11 +107,7 @@ def main(argv=None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
-    rows = run(args.split, args.datasets.split(","), args.stages.split(","), args.samples, args.limit, args.seed)
-    print(table(rows))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(rows))
+    run(args.split, args.datasets.split(","), args.stages.split(","), args.samples, args.limit, args.seed, args.json)
 
 
 if __name__ == "__main__":

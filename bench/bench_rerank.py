@@ -28,6 +28,7 @@ from racq.config import DEFAULT_EMBEDDER, REPO_ROOT, GenConfig  # noqa: E402
 from racq.eval.run import pick_examples  # noqa: E402
 from racq.eval.significance import bootstrap_ci, paired_test  # noqa: E402
 from racq.evidence import prompt_passages  # noqa: E402
+from racq.files import write_atomic  # noqa: E402
 from racq.prompts import extract_question  # noqa: E402
 from racq.scoring.options import repeats_option  # noqa: E402
 from racq.scoring.usefulness import interpretations_for, useful_scores  # noqa: E402
@@ -77,7 +78,7 @@ def run(split: str, datasets: list[str], stages: list[str], samples: int, limit:
         print(table([r for r in rows if r["stage"] == stage]), flush=True)
         if out:  # after every stage, so a long run that is stopped keeps what it measured
             out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps(rows))
+            write_atomic(out, json.dumps(rows))  # a kill during the write leaves the previous stage's file whole
     return rows
 
 

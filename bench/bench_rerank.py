@@ -12,7 +12,8 @@ ties. Then both the greedy question and the pick are measured against the query'
 interpretations (racq.scoring.usefulness): useful & grounded, covers >= 1, >= 2 distinct, grounded,
 hallucinated, repeats an option, with a paired bootstrap of pick - greedy. A measurement for issue #11
 (choose on t2, never on test); it costs N + 1 generations per stage, so it is not the app's path unless
-it pays for that.
+it pays for that. The rule now ships as an opt-in setting (GenConfig.best_of, racq.bestof): Explore,
+`racq ask --best-of 5` and `racq eval --set best_of=5` use it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from racq.bestof import pick_key as bestof_key  # noqa: E402
 from racq.config import DEFAULT_EMBEDDER, REPO_ROOT, GenConfig  # noqa: E402
 from racq.eval.run import pick_examples  # noqa: E402
 from racq.eval.significance import bootstrap_ci, paired_test  # noqa: E402
@@ -38,9 +40,8 @@ COLUMNS = ("useful_grounded", "covers_any", "distinct_options", "grounded", "hal
 
 
 def pick_key(row: dict) -> tuple:
-    """What the pick maximises: run-time signals only (no interpretations)."""
-    return (row["grounded"] and row["distinct_options"], row["grounded"], not row["repeats"], row["option_support"],
-            row["greedy"])
+    """What the pick maximises: run-time signals only (no interpretations); the app's rule (racq.bestof)."""
+    return bestof_key(row, bool(row["greedy"]))
 
 
 def measure(query: str, question: str, passages, interps, scorer, greedy: bool) -> dict:

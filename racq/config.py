@@ -122,6 +122,11 @@ class GenConfig:
         0, "Decoding guard: never repeat an n-gram of this many tokens within the reply (the prompt's own "
            "n-grams stay allowed; racq.decoding). 0 = off (the default until it is shown to help: "
            "docs/eval/test-usefulness-report.md).")
+    best_of: int = helpfield(
+        1, "Best-of-N (racq.bestof): the greedy reply plus best_of - 1 seeded samples, and the question kept "
+           "that the faithfulness scorer prefers (grounded with >= 2 distinct options, then grounded, no "
+           "repeated option, option support; greedy on ties). Costs best_of - 1 extra generations per "
+           "stage; needs the scorer. 1 = off (the default: bench/README.md, bench_rerank).")
 
 
 def _coerce(value, typ):

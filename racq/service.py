@@ -10,7 +10,9 @@ question, streamed token by token -> faithfulness (and usefulness) scores. `racq
 
 Events, in order: one "passages" (query, notes, passages, stages, errors of stages not loaded, and
 coverage: racq.coverage.assess, whether the corpus covers the query at all); then "start", "token"* (the
-raw reply so far) and "stage" (the final question, its scores, or its error) per stage. For a query the
+raw reply so far), with GenConfig.best_of > 1 a "picking" (the greedy reply is done, best_of - 1
+samples are being drawn and scored: racq.bestof), and "stage" (the final question, its scores, or its
+error) per stage. For a query the
 corpus does not cover, racq.coverage.guard keeps only the options the passages support or asks a generic
 question (the model's own in `unguarded`). Generation: `engine="joint"` (default; racq.multilora: every
 stage decoded in ONE batch over one copy of the base, so all stages start together, their tokens
@@ -234,6 +236,11 @@ class Asker:
         before any event."""
         t0 = time.perf_counter()
         gen = gen or GenConfig()
+        if gen.best_of < 1:
+            raise ValueError(f"best_of must be 1 (off) or more, got {gen.best_of}")
+        if gen.best_of > 1 and (gen.do_sample or self.scorer is None):
+            raise ValueError("best_of picks among the greedy reply and samples by the faithfulness scorer: it "
+                             "needs do_sample=False and a scorer (Asker.load(with_scorer=True))")
         query, notes = clean_query(query)
         k = k or self.prompt.top_k
         hits = self.retrieve(query, k)
@@ -273,10 +280,13 @@ class Asker:
             try:
                 for raw in self._stream(prompt, stage, gen):
                     yield {"event": "token", "stage": stage, "text": raw}
+                if gen.best_of > 1:
+                    yield {"event": "picking", "stage": stage, "text": raw, "n": gen.best_of}
+                done = self._done(raw, stage, t, key, gen, query, prompt, passages)
             except Exception as e:  # noqa: BLE001 - this stage's card shows it, the others go on
                 yield {"event": "stage", "stage": stage, "error": f"{type(e).__name__}: {e}"}
                 continue
-            yield self._final(query, passages, stage, self._done(raw, stage, t, key, gen), score, cov, cached=False)
+            yield self._final(query, passages, stage, done, score, cov, cached=False)
         yield {"event": "done", "seconds": round(time.perf_counter() - t0, 3)}
 
     def _joint_events(self, query, k, passages, prompt, stages, score, gen, cov) -> Iterator[dict]:
@@ -289,31 +299,52 @@ class Asker:
             for stage, raw, finished in self.together.stream([(s, prompt) for s in stages], gen):
                 yield {"event": "token", "stage": stage, "text": raw}
                 if finished:
-                    done = self._done(raw, stage, t, self._key(query, k, stage, gen), gen)
+                    if gen.best_of > 1:  # the other stages' tokens wait while this one's samples are drawn
+                        yield {"event": "picking", "stage": stage, "text": raw, "n": gen.best_of}
+                    done = self._done(raw, stage, t, self._key(query, k, stage, gen), gen, query, prompt, passages)
                     yield self._final(query, passages, stage, done, score, cov, cached=False)
                     stages = [s for s in stages if s != stage]
         except Exception as e:  # noqa: BLE001 - the batch failed: every stage still in it says so
             for stage in stages:
                 yield {"event": "stage", "stage": stage, "error": f"{type(e).__name__}: {e}"}
 
-    def _done(self, raw: str, stage: str, t: float, key, gen: GenConfig) -> dict:
-        """A generated answer as the cache keeps it."""
+    def _done(self, raw: str, stage: str, t: float, key, gen: GenConfig, query: str, prompt: str,
+              passages) -> dict:
+        """A generated answer as the cache keeps it (with best_of > 1: the kept one of the candidates)."""
         from racq.prompts import extract_question
 
         done = {"question": extract_question(raw), "raw": raw,
-                "adapter_hash": self.stage_model.adapter_hashes.get(stage, ""),
-                "seconds": round(time.perf_counter() - t, 3)}
+                "adapter_hash": self.stage_model.adapter_hashes.get(stage, "")}
+        if gen.best_of > 1:
+            done.update(self._best_of(query, prompt, passages, stage, raw, gen))
+        done["seconds"] = round(time.perf_counter() - t, 3)
         if not gen.do_sample:
             self._cache.put(key, done)
         return done
+
+    def _best_of(self, query: str, prompt: str, passages, stage: str, raw: str, gen: GenConfig) -> dict:
+        """racq.bestof: the greedy reply `raw` and best_of - 1 samples; the kept one, its scores (against the
+        passages the card is scored with) and what it was picked from."""
+        from racq.bestof import pick, sample_replies
+        from racq.prompts import extract_question
+
+        shown = passages[:self.prompt.top_k]
+        raws = [raw, *sample_replies(self.stage_model, prompt, stage, gen)]
+        kept, cands = pick(query, [extract_question(r) for r in raws], lambda q: self.scorer.score(query, shown, q))
+        out = {"question": cands[kept]["question"], "raw": raws[kept],
+               "best_of": {"n": len(raws), "kept": kept, "candidates": [c["question"] for c in cands]}}
+        if cands[kept]["faith"] is not None:
+            out["scores"] = cands[kept]["faith"]
+        return out
 
     def _final(self, query, passages, stage: str, done: dict, score: bool, cov: dict, cached: bool) -> dict:
         """A stage's "stage" event: its answer, scored (once: a cached answer keeps its scores), then
         guarded when the corpus does not cover the query (racq.coverage; the cache keeps the model's own)."""
         shown = passages[:self.prompt.top_k]  # scored against the passages the prompt held
-        if score and self.scorer is not None and done["question"] and "scores" not in done:
+        if score and self.scorer is not None and done["question"] and "useful" not in done:
             try:
-                done["scores"] = self.scorer.score(query, shown, done["question"])
+                if "scores" not in done:  # best-of scored it already
+                    done["scores"] = self.scorer.score(query, shown, done["question"])
                 # usefulness beside it: distinct options, and the query's human interpretations it names
                 done["useful"] = card_usefulness(query, done["question"], done["scores"])
             except Exception as e:  # noqa: BLE001 - keep the question, say why scores are missing
@@ -342,6 +373,8 @@ class Asker:
                     out.setdefault("scores", {})[ev["stage"]] = ev["scores"]
                 if "useful" in ev:
                     out.setdefault("useful", {})[ev["stage"]] = ev["useful"]
+                if "best_of" in ev:
+                    out.setdefault("best_of", {})[ev["stage"]] = ev["best_of"]
             elif ev["event"] == "done":
                 out["seconds"]["total"] = ev["seconds"]
         return out

@@ -240,7 +240,7 @@ LAYERS = [
                                      "racq.corpus"]),
     ("generation and the query path", ["racq.generate", "racq.fastgen", "racq.multilora", "racq.attention",
                                        "racq.kvcache", "racq.vllmclient", "racq.vllmserve", "racq.coverage",
-                                       "racq.service", "racq.queries"]),
+                                       "racq.service", "racq.queries", "racq.bestof"]),
     ("store and training", ["racq.store", "racq.train"]),
     ("evaluation and human feedback", ["racq.eval", "racq.annotation"]),
     ("the app", ["racq.ui"]),

@@ -147,6 +147,9 @@ def build_pool(db: Store | str | Path | None = None, n: int = 200, stages: Seque
     if n < 1:
         raise PoolError(f"n must be at least 1, got {n}")
     gen = dataclasses.replace(gen or GenConfig(), batch_size=batch_size)
+    if gen.best_of > 1:  # the pool's candidates are what the stages ask; a pick would hide their vagueness
+        raise PoolError("the pool stores each stage's own question: best_of must be 1 here (it applies to "
+                        "Explore, racq ask and racq eval)")
     decodings = {s: decoding_of(gen, sm.prompt, seed, s) for s in stages}
     hashes = {s: sm.adapter_hashes.get(s, "") for s in stages}
     rounds = _stage_rounds(db, adapters_dir, stages)

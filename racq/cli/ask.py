@@ -28,26 +28,34 @@ def ask(query: str = typer.Argument(..., help="The user's query."),
         index: Optional[str] = typer.Option(None, "--index", help="A named index of your own corpus "
                                             "(`racq index list`); default: the shipped corpus."),
         engine: Optional[str] = EngineOpt, vllm_url: Optional[str] = VllmUrlOpt,
+        best_of: int = typer.Option(1, "--best-of", help="Keep the best of the greedy question and N - 1 "
+                                    "samples by the faithfulness scorer (racq.bestof; N times the generation; "
+                                    "1 = off)."),
         as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text.")):
     """Retrieve passages for QUERY and ask one clarifying question per stage.
 
     Example: racq ask "who won the world rapid chess championship in 2017"
     Example: racq ask --index mine "how do I reset the router"
+    Example: racq ask --best-of 5 --stages aligned "who won the world cup"
     Example: racq ask --engine vllm --vllm-url http://127.0.0.1:8011 "who played wolverine"
     """
-    from racq.config import PromptConfig
+    from racq.config import GenConfig, PromptConfig
     from racq.retrieval import RetrievalConfig
     from racq.service import Asker
 
     t0 = time.time()
     mc = model_config(base_model, adapters_dir, engine, vllm_url)
+    if best_of < 1:
+        fail(f"--best-of must be 1 (off) or more, got {best_of}")
+    gen = GenConfig(best_of=best_of)
     try:
-        asker = Asker.load(mc, PromptConfig(top_k=k), RetrievalConfig(embedder=mc.embedder, index=index or ""))
+        asker = Asker.load(mc, PromptConfig(top_k=k), RetrievalConfig(embedder=mc.embedder, index=index or ""),
+                           with_scorer=best_of > 1)
         wanted = stages.split(",") if stages else None
         if as_json:
-            print(json.dumps(asker.ask(query, k=k, stages=wanted), indent=2, ensure_ascii=False))
+            print(json.dumps(asker.ask(query, k=k, stages=wanted, gen=gen), indent=2, ensure_ascii=False))
             return
-        _print_stream(asker.ask_stream(query, k=k, stages=wanted), sys.stdout.isatty())
+        _print_stream(asker.ask_stream(query, k=k, stages=wanted, gen=gen), sys.stdout.isatty())
     except Exception as e:  # noqa: BLE001 - one clear line for the user, not a traceback
         fail(str(e))
     print(f"\n({time.time() - t0:.1f} s)", file=sys.stderr)
@@ -68,8 +76,14 @@ def _print_stream(events, live: bool) -> None:
             print()
         elif ev["event"] == "token" and live:
             print(f"\r\033[K{stage:>12}: {' '.join(ev['text'].split())}", end="", flush=True)
+        elif ev["event"] == "picking" and live:
+            print(f"\r\033[K{stage:>12}: {' '.join(ev['text'].split())} (picking the best of {ev['n']}…)", end="",
+                  flush=True)
         elif ev["event"] == "stage":
             line = f"unavailable ({ev['error']})" if "error" in ev else ev["question"] or "(no question)"
+            best = ev.get("best_of")
+            if best:  # racq.bestof: which candidate was kept
+                line += f"  [best of {best['n']}: " + (f"sample {best['kept']} kept]" if best["kept"] else "greedy kept]")
             print(f"\r\033[K{stage:>12}: {line}" if live else f"{stage:>12}: {line}", flush=True)
 
 

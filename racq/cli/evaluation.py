@@ -40,6 +40,7 @@ def eval_cmd(split: str = typer.Option("test", help="Data split: test | t1 | t2 
     Example: racq eval --stages base,uncond,sft,aligned --limit 40 --passages own --run v1
     Example: racq eval --data my-heldout.jsonl --split all --limit 0 --run mine
     Example: racq eval --engine vllm --vllm-url http://127.0.0.1:8011 --limit 12 --run vllm
+    Example: racq eval --stages sft,aligned --set best_of=5 --set best_of_stages=aligned --limit 0 --run best5
     """
     from racq.eval.run import EvalConfig, EvalError, evaluate
     from racq.models import ModelMissing

@@ -9,6 +9,7 @@ QUERY_ONLY_STAGES); its docstring describes the whole run. `cfg` below is a racq
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -99,8 +100,11 @@ def load_tokenizer(base_model: str):
 
 # ---------------------------------------------------------------- generation
 def generate_all(examples, passages, cfg, cache: JsonlCache, stage_model=None,
-                 say: Callable[[str], None] = lambda m: None) -> tuple[dict, dict]:
-    """{(example index, stage): question} for every pair, generating only what the cache lacks."""
+                 say: Callable[[str], None] = lambda m: None,
+                 faith_of: Callable[[int, str], dict] | None = None) -> tuple[dict, dict]:
+    """{(example index, stage): question} for every pair, generating only what the cache lacks. With
+    cfg.best_of > 1 the stages in cfg.best_of_stages (all when empty) keep the best of their greedy
+    question and samples (racq.bestof, as the app picks), scored by faith_of(example index, question)."""
     from racq.generate import StageModel
 
     if cfg.engine not in ENGINES:
@@ -118,10 +122,57 @@ def generate_all(examples, passages, cfg, cache: JsonlCache, stage_model=None,
     stats = {"cached": len(out), "generated": len(jobs), "generate_calls": 0, "seconds": 0.0}
     if jobs:
         t0 = time.time()
-        sm = _stage_model_for(jobs, cfg, hashes, prompt_cfg, stage_model, say)
-        stats["generate_calls"] = _generate_jobs(jobs, prompts, keys, out, sm, cfg, gen, cache, say)
+        stage_model = _stage_model_for(jobs, cfg, hashes, prompt_cfg, stage_model, say)
+        stats["generate_calls"] = _generate_jobs(jobs, prompts, keys, out, stage_model, cfg, gen, cache, say)
         stats["seconds"] = round(time.time() - t0, 1)
+    if cfg.best_of > 1:
+        if faith_of is None:
+            raise EvalError("best_of needs the scorer: pass faith_of (racq.eval.run.evaluate does)")
+        gen = dataclasses.replace(gen, best_of=cfg.best_of)
+        stats["best_of"], stats["picks"] = _best_of_jobs(examples, cfg, hashes, prompt_cfg, prompts, keys, out, gen,
+                                                         cache, stage_model, faith_of, say)
     return out, {"hashes": hashes, **stats}
+
+
+def best_of_stages(cfg) -> list[str]:
+    """The stages whose question is the best of cfg.best_of (none when best_of is 1)."""
+    if cfg.best_of <= 1:
+        return []
+    unknown = [s for s in cfg.best_of_stages if s not in cfg.stages]
+    if unknown:
+        raise EvalError(f"best_of_stages names stage(s) not evaluated: {', '.join(unknown)}")
+    return list(cfg.best_of_stages or cfg.stages)
+
+
+def _best_of_jobs(examples, cfg, hashes, prompt_cfg, prompts: dict, keys: dict, out: dict, gen: GenConfig,
+                  cache: JsonlCache, stage_model, faith_of, say) -> tuple[dict, dict]:
+    """Replace each best-of stage's greedy question in `out` by racq.bestof's pick among it and its
+    samples (one seeded batch per prompt, as the app draws them; cached like the greedy replies).
+    Returns the run's counts and, per (example index, stage), {n, kept, candidates} as the app reports it."""
+    from racq.bestof import SEED, pick, sample_replies
+
+    stages = best_of_stages(cfg)
+    sampling = {"samples": gen.best_of - 1, "seed": SEED, "temperature": gen.temperature, "top_p": gen.top_p,
+                "top_k": gen.top_k}
+    skeys = {j: sha_key({"of": k, **sampling}) for j, k in keys.items() if j[1] in stages}
+    todo = [j for j in sorted(skeys) if cache.get(skeys[j]) is None]
+    if todo:
+        stage_model = stage_model or _stage_model_for(todo, cfg, hashes, prompt_cfg, None, say)
+        if not hasattr(stage_model, "generate"):
+            raise EvalError("best_of samples through StageModel.generate (the PEFT path)")
+    for n, j in enumerate(todo, 1):
+        cache.put_many({skeys[j]: {"stage": j[1], "raws": sample_replies(stage_model, prompts[j], j[1], gen)}})
+        if n % 10 == 0 or n == len(todo):
+            say(f"best of {gen.best_of}: sampled {n}/{len(todo)}")
+    kept, picks = {s: 0 for s in stages}, {}
+    for j in sorted(skeys):
+        cands = [out[j], *(extract_question(r) for r in cache.get(skeys[j])["raws"])]
+        i, _ = pick(examples[j[0]].query, cands, lambda q, e=j[0]: faith_of(e, q))
+        out[j] = cands[i]
+        kept[j[1]] += i > 0
+        picks[j] = {"n": len(cands), "kept": i, "candidates": cands}
+    return ({"n": gen.best_of, "stages": stages, "sampled": len(todo), "kept_sample": kept,
+             "of": {s: sum(1 for j in skeys if j[1] == s) for s in stages}}, picks)
 
 
 def _decoding(cfg, gen: GenConfig) -> dict:

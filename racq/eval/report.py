@@ -179,7 +179,8 @@ def report_markdown(metrics: dict) -> str:
     stages = ["gold", *cfg["stages"]]
     out = [f"# RACQ evaluation: {cfg['run']}", "",
            f"Split `{cfg['split']}`, passages `{cfg['passages']}` (top {cfg['top_k']}, {cfg['passage_tokens']} tokens "
-           f"each), greedy decoding, at most {cfg['max_new_tokens']} new tokens. Examples per dataset: "
+           f"each), greedy decoding{_best_of_text(gen.get('best_of'))}, at most {cfg['max_new_tokens']} new tokens. "
+           "Examples per dataset: "
            + ", ".join(f"{DATASET_NAMES.get(d, d)} {n}" for d, n in metrics["examples"].items()) + ".",
            f"Adapters: " + ", ".join(f"{s} `{h}`" for s, h in metrics.get("adapter_hashes", {}).items()) + ".",
            "Training (adapter manifests): " + ("; ".join(
@@ -281,6 +282,16 @@ def write_run(folder: Path, rows: Sequence[dict], metrics: dict) -> Path:
     (folder / "report.md").write_text(report_markdown(metrics), encoding="utf-8")
     plot(metrics, folder / "plots.png")
     return folder
+
+
+def _best_of_text(best: dict | None) -> str:
+    """The report's note on racq.bestof picks (GenConfig.best_of), empty for a greedy-only run."""
+    if not best:
+        return ""
+    kept = ", ".join(f"{s} {best['kept_sample'][s]} of {best['of'][s]}" for s in best["stages"])
+    return (f"; stages {', '.join(best['stages'])}: best of {best['n']} (the greedy question and {best['n'] - 1} "
+            f"seeded samples, the one the faithfulness scorer prefers kept, as the app's best_of does; a sample "
+            f"was kept for {kept})")
 
 
 def _openers_text(openers) -> str:

@@ -38,8 +38,8 @@ from racq.config import (ADAPTERS_DIR, BASE_MODEL, DEFAULT_EMBEDDER, DEFAULT_VLL
                           PromptConfig, helpfield)
 from racq.data import Example, load_examples
 # generation and its caches live in racq.eval.gen; these names are importable from here as before
-from racq.eval.gen import (QUERY_ONLY_STAGES, EvalError, JsonlCache, generate_all, prompt_evidence,  # noqa: F401
-                          sha_key, stage_hashes)
+from racq.eval.gen import (QUERY_ONLY_STAGES, EvalError, JsonlCache, best_of_stages, generate_all,  # noqa: F401
+                          prompt_evidence, sha_key, stage_hashes)
 from racq.retrieval.named import named_loader
 from racq.scoring.metrics import METRICS as REF_METRICS
 from racq.scoring.options import repeats_option
@@ -82,6 +82,10 @@ class EvalConfig:
     no_repeat_ngram_size: int = helpfield(0, "Decoding guard (GenConfig.no_repeat_ngram_size): no n-gram "
                                              "of this many tokens twice in a reply; 0 = off.")
     batch_size: int = helpfield(8, "Prompts per batched generate call (stages mixed in a batch).")
+    best_of: int = helpfield(1, "Best-of-N as the app picks it (GenConfig.best_of, racq.bestof): the greedy question "
+                                "and best_of - 1 seeded samples, the scorer's favourite kept; 1 = greedy only.")
+    best_of_stages: list[str] = helpfield([], "With best_of > 1: the stages picked that way (empty = every "
+                                              "stage), so one run compares e.g. aligned best-of-5 with sft greedy.")
     engine: str = helpfield("peft", "peft = the reference path (PEFT mixed-adapter batches); joint = the app's "
                                     "default (an example's stages decoded in one batch, racq.multilora); merged = "
                                     "one merged model per stage (racq.fastgen); both to check they ask the same "
@@ -199,14 +203,21 @@ def evaluate(cfg: EvalConfig, *, stage_model=None, scorer=None, index=None, exam
     passages = passages_for(exs, cfg, index)
     cache_dir = Path(cfg.cache_dir)
     gen_cache = JsonlCache(cache_dir / "generations.jsonl")
-    questions, gen_stats = generate_all(exs, passages, cfg, gen_cache, stage_model, say)
     shown = prompt_evidence(exs, passages, cfg, stage_model)
     if cfg.evidence != "lead":  # the prompt saw sentences of every own passage: score against those
-        passages = shown
+        scored_against = shown
+    else:
+        scored_against = passages
 
     scorer = scorer or Scorer(FaithfulnessConfig(embedder=cfg.embedder, nli_model=cfg.nli_model))
     cs = CachedScorer(scorer, JsonlCache(cache_dir / "scores.jsonl"), cfg.embedder, embedder)
-    rows = _score_rows(exs, passages, shown, questions, gen_stats["hashes"], cfg, cs)
+    questions, gen_stats = generate_all(exs, passages, cfg, gen_cache, stage_model, say,
+                                        faith_of=lambda i, q: cs.faith(exs[i].query, scored_against[i], q))
+    picks = gen_stats.pop("picks", {})
+    rows = _score_rows(exs, scored_against, shown, questions, gen_stats["hashes"], cfg, cs)
+    for r in rows:  # what racq.bestof picked among, as the app's card says it
+        if (r["example"], r["stage"]) in picks:
+            r["best_of"] = picks[r["example"], r["stage"]]
     metrics = evalreport.summarise(rows, cfg, _calibration(cfg, scorer, cs, say))
     metrics.update(_run_facts(cfg, cs, gen_stats, say))
     metrics["seconds"] = round(time.time() - t0, 1)
@@ -221,6 +232,9 @@ def _examples(cfg: EvalConfig, examples, say) -> list[Example]:
     stage_hashes(cfg.adapters_dir, cfg.stages)  # a missing stage fails before anything is loaded
     if cfg.passages not in ("own", "retrieved"):
         raise EvalError(f"--passages must be 'own' or 'retrieved', not {cfg.passages!r}")
+    if cfg.best_of < 1:
+        raise EvalError(f"best_of must be 1 (greedy only) or more, got {cfg.best_of}")
+    best_of_stages(cfg)  # names only evaluated stages
     if cfg.reference_stage not in cfg.stages:
         say(f"reference stage {cfg.reference_stage} not evaluated: no paired tests")
     exs = list(examples) if examples is not None else pick_examples(cfg.datasets, cfg.split, cfg.limit,

@@ -66,6 +66,9 @@ class AppConfig(ModelConfig):
     prompt_k: int = helpfield(_default(PromptConfig, "top_k"), "Passages that go into the prompt.")
     max_new_tokens: int = helpfield(_default(GenConfig, "max_new_tokens"), "Most tokens per question.")
     score: bool = helpfield(True, "Score each question's faithfulness in Explore.")
+    best_of: int = helpfield(_default(GenConfig, "best_of"), "Explore and racq ask: keep the best of the greedy "
+                                                             "question and best_of - 1 samples by the scorer "
+                                                             "(GenConfig.best_of; needs score; 1 = off).")
     preload: bool = helpfield(True, "Load the model in the background at launch (first query is fast).")
     users_file: str = helpfield("", "YAML file of annotators with salted-hashed tokens (see racq.ui.users); "
                                     "empty = anyone signs in with a name.")
@@ -103,7 +106,7 @@ class AppConfig(ModelConfig):
         return PromptConfig(top_k=self.prompt_k)
 
     def gen_config(self) -> GenConfig:
-        return GenConfig(max_new_tokens=self.max_new_tokens)
+        return GenConfig(max_new_tokens=self.max_new_tokens, best_of=self.best_of)
 
     def retrieval_config(self):
         from racq.retrieval import RetrievalConfig
@@ -131,8 +134,9 @@ def load_asker(cfg: AppConfig):
         index = retrieval.load_named(rc.index, rc)
     else:
         index = retrieval.load_or_build(rc) if cfg.check_index else retrieval.Index.load(rc.index_dir, cfg=rc)
-    return Asker.load(cfg.model_config(), cfg.prompt_config(), rc, with_scorer=cfg.score, index=index,
-                      cache_size=cfg.cache_size)
+    # best-of-N picks by the scorer, so it loads it even when Explore does not show scores
+    return Asker.load(cfg.model_config(), cfg.prompt_config(), rc, with_scorer=cfg.score or cfg.best_of > 1,
+                      index=index, cache_size=cfg.cache_size)
 
 
 @dataclass

@@ -11,7 +11,9 @@ API (named endpoint, streams stage by stage):
 The handler is a generator over one `Asker.ask_stream` call (racq.service: the query is cleaned and
 retrieved once, every stage generated and scored there): the passages show first, then each stage's card
 fills word by word while it is generated (marked "generating…"), in display order; stages not started
-yet say "waiting…". A stage that fails shows its error while the others still answer.
+yet say "waiting…". A stage that fails shows its error while the others still answer. With
+AppConfig.best_of > 1 (racq.bestof) a card says "picking the best of N" after its greedy reply and then
+which candidate was kept.
 """
 
 import time
@@ -72,6 +74,16 @@ def useful_html(use: dict) -> str:
     return f"<div class='racq-metrics racq-useful'><span class='racq-label'>usefulness</span> {''.join(cells)}</div>"
 
 
+def best_of_html(best: dict) -> str:
+    """Which candidate racq.bestof kept, and what the greedy question was when it was not kept."""
+    n, kept = best.get("n", 0), best.get("kept", 0)
+    if not kept:
+        return f"<div class='racq-bestof'>best of {n}: the greedy question was kept</div>"
+    greedy = (best.get("candidates") or [""])[0]
+    return (f"<div class='racq-bestof'>best of {n}: sample {kept} of {n - 1} was kept; the greedy question was: "
+            f"<i>{esc(greedy)}</i></div>")
+
+
 def _card(stage: str, state: str, body: str) -> str:
     # the state on the body: waiting / generating / done / error, for styling and browser tests
     return (f"<div class='racq-card' data-stage='{esc(stage)}'><h4>{esc(stage)}</h4>"
@@ -86,8 +98,10 @@ def card_html(stage: str, card: dict | None, passages: list[dict]) -> str:
     if "error" in card:
         return _card(stage, "error", message_html(f"unavailable: {card['error']}", "error"))
     if "partial" in card:
+        doing = (f"picking the best of {card['picking']}: sampling and scoring…" if card.get("picking")
+                 else "generating…")
         return _card(stage, "generating", f"<div class='racq-question racq-partial'>{esc(card['partial'])}</div>"
-                                          + message_html("generating…", "pending"))
+                                          + message_html(doing, "pending"))
     q = card.get("question") or ""
     body = [f"<div class='racq-question'>{esc(q) if q else message_html('(the model produced no question)', 'pending')}</div>"]
     scores = card.get("scores")
@@ -109,6 +123,8 @@ def card_html(stage: str, card: dict | None, passages: list[dict]) -> str:
             body.append("<div class='racq-metrics'>no options offered</div>")
     elif card.get("score_error"):
         body.append(message_html(f"scores unavailable: {card['score_error']}", "error"))
+    if card.get("best_of"):
+        body.append(best_of_html(card["best_of"]))
     raw = (card.get("unguarded") or {}).get("question")
     if raw:  # racq.coverage replaced the model's question: show what it asked and why it is not shown
         body.append(f"<div class='racq-guard'>{esc(card.get('guard', ''))}; the model asked: "
@@ -172,14 +188,14 @@ def run_query(ctx, query, k, hide_pool: bool = False):
             kind, stage = ev["event"], ev.get("stage")
             if kind == "passages":
                 passages, coverage = ev["passages"], ev.get("coverage")
-            elif kind in ("start", "token"):
-                cards[stage] = {"partial": ev.get("text", "")}
+            elif kind in ("start", "token", "picking"):
+                cards[stage] = {"partial": ev.get("text", ""), "picking": ev.get("n") if kind == "picking" else 0}
                 i = stages.index(stage)
                 yield update(message_html(f"generating {stage} ({i + 1}/{len(stages)})…", "pending"))
                 continue
             elif kind == "stage":
                 cards[stage] = {k_: ev[k_] for k_ in ("error", "question", "scores", "score_error", "useful",
-                                                       "guard", "unguarded") if k_ in ev}
+                                                       "guard", "unguarded", "best_of") if k_ in ev}
             else:
                 continue
             yield update(message_html("generating…", "pending"))

@@ -10,7 +10,9 @@ streamed token by token. Prints p50/p90 per query, time to the first token, the 
     .venv/bin/python bench/bench_ask.py --tiny --json ask.json     # also the figures as JSON
 
 Each variant runs in its own subprocess so its peak RSS is its own; it hands its figures back in a
-JSON file (--json), never through its stdout. Scoring is left out of all (it is the same work).
+JSON file (--json), never through its stdout. Scoring is left out of all (it is the same work), except
+joint-best5 (opt-in GenConfig.best_of=5), whose pick needs every candidate scored; its text differs from
+the greedy variants' by design.
 """
 
 from __future__ import annotations
@@ -37,11 +39,13 @@ VARIANTS = {"peft-batched": ("peft", "none", 0, "before: PEFT, one mixed-adapter
             "merged-stream": ("merged", "none", 0, "one merged model per stage, stage after stage, streamed"),
             "joint-1tok": ("joint", "none", 0, "every stage in one batch over one base, one token per step"),
             "joint-stream": ("joint", "none", 3, "default: the same, checking 3 guessed tokens per step"),
-            "joint-int8": ("joint", "int8", 3, "opt-in: the default with dynamic int8 base linears")}
+            "joint-int8": ("joint", "int8", 3, "opt-in: the default with dynamic int8 base linears"),
+            "joint-best5": ("joint", "none", 3, "opt-in: the default with best_of=5 (racq.bestof), scored")}
 DEFAULT = "joint-stream"
+BEST_OF = {"joint-best5": 5}  # greedy + 4 samples per stage, each scored, the scorer's favourite kept
 
 
-def _asker(args, engine: str, quantize: str = "none", draft_tokens: int = 0):
+def _asker(args, engine: str, quantize: str = "none", draft_tokens: int = 0, with_scorer: bool = False):
     from racq import retrieval
     from racq.config import ADAPTERS_DIR, DEFAULT_BASE_MODEL, ModelConfig, PromptConfig
     from racq.service import Asker
@@ -60,7 +64,8 @@ def _asker(args, engine: str, quantize: str = "none", draft_tokens: int = 0):
         index = retrieval.load_or_build(log=lambda *_: None)
     mc = ModelConfig(base_model=str(base), adapters_dir=str(adapters), engine=engine, threads=args.threads,
                      quantize=quantize, draft_tokens=draft_tokens)
-    return Asker.load(mc, PromptConfig(), index=index, cache_size=0 if engine == "peft" else 256)
+    return Asker.load(mc, PromptConfig(), index=index, cache_size=0 if engine == "peft" else 256,
+                      with_scorer=with_scorer)
 
 
 def run_variant(args) -> dict:
@@ -68,10 +73,11 @@ def run_variant(args) -> dict:
     from racq.prompts import extract_question
 
     t0 = time.perf_counter()
-    asker = _asker(args, *VARIANTS[args.variant][:3])
+    best_of = BEST_OF.get(args.variant, 1)
+    asker = _asker(args, *VARIANTS[args.variant][:3], with_scorer=best_of > 1)
     load_s = time.perf_counter() - t0
     stages = asker.stages
-    gen = GenConfig(max_new_tokens=args.tokens, batch_size=len(stages))
+    gen = GenConfig(max_new_tokens=args.tokens, batch_size=len(stages), best_of=best_of)
 
     def ask(q):
         """(seconds, seconds to the first token, questions) of one query, retrieval included."""

@@ -23,7 +23,7 @@ import dataclasses
 from typing import Callable, Sequence
 
 from racq.scoring.options import repeats_option
-from racq.scoring.usefulness import distinct_cores
+from racq.scoring.usefulness import usefulness
 
 SEED = 0  # the samples of one (prompt, stage, settings) are the same every time: cached, evaluated, shown
 
@@ -42,8 +42,8 @@ def signals(question: str, query: str, faith: dict | None) -> dict:
     """What the pick reads from one candidate's faithfulness scores (None: an empty question, not scored)."""
     if not question or faith is None:
         return {"grounded": 0, "distinct_options": 0, "repeats": 0, "option_support": 0.0}
-    return {"grounded": int(faith["n_options"] > 0 and not faith["hallucinated"]),
-            "distinct_options": int(distinct_cores([o["core"] for o in faith["options"]]) >= 2),
+    use = usefulness(query, question, (), (), faith=faith)  # grounded and distinct options, as racq eval counts them
+    return {"grounded": use["grounded"], "distinct_options": use["distinct_options"],
             "repeats": int(repeats_option(question, query)),
             "option_support": float(faith.get("option_support") or 0.0)}
 

@@ -128,6 +128,10 @@ class GenConfig:
            "repeated option, option support; greedy on ties). Costs best_of - 1 extra generations per "
            "stage; needs the scorer. 1 = off (the default: bench/README.md, bench_rerank).")
 
+    def __post_init__(self):
+        if self.best_of < 1:  # checked where the settings are made, so a bad value fails before a model loads
+            raise ValueError(f"best_of must be 1 (off) or more, got {self.best_of}")
+
 
 def _coerce(value, typ):
     """Turn a YAML/CLI value into the field's declared type (bool/int/float/str/list)."""

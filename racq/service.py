@@ -236,8 +236,6 @@ class Asker:
         before any event."""
         t0 = time.perf_counter()
         gen = gen or GenConfig()
-        if gen.best_of < 1:
-            raise ValueError(f"best_of must be 1 (off) or more, got {gen.best_of}")
         if gen.best_of > 1 and (gen.do_sample or self.scorer is None):
             raise ValueError("best_of picks among the greedy reply and samples by the faithfulness scorer: it "
                              "needs do_sample=False and a scorer (Asker.load(with_scorer=True))")

@@ -45,10 +45,8 @@ def ask(query: str = typer.Argument(..., help="The user's query."),
 
     t0 = time.time()
     mc = model_config(base_model, adapters_dir, engine, vllm_url)
-    if best_of < 1:
-        fail(f"--best-of must be 1 (off) or more, got {best_of}")
-    gen = GenConfig(best_of=best_of)
     try:
+        gen = GenConfig(best_of=best_of)  # a bad --best-of fails here, before the model loads
         asker = Asker.load(mc, PromptConfig(top_k=k), RetrievalConfig(embedder=mc.embedder, index=index or ""),
                            with_scorer=best_of > 1)
         wanted = stages.split(",") if stages else None

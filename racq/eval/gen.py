@@ -158,8 +158,6 @@ def _best_of_jobs(examples, cfg, hashes, prompt_cfg, prompts: dict, keys: dict, 
     todo = [j for j in sorted(skeys) if cache.get(skeys[j]) is None]
     if todo:
         stage_model = stage_model or _stage_model_for(todo, cfg, hashes, prompt_cfg, None, say)
-        if not hasattr(stage_model, "generate"):
-            raise EvalError("best_of samples through StageModel.generate (the PEFT path)")
     for n, j in enumerate(todo, 1):
         cache.put_many({skeys[j]: {"stage": j[1], "raws": sample_replies(stage_model, prompts[j], j[1], gen)}})
         if n % 10 == 0 or n == len(todo):

@@ -5,13 +5,15 @@ support; the greedy question wins ties. Never the query's human interpretations:
 them, and they are what usefulness is measured against.
 
     from racq.bestof import pick, sample_replies
-    raws = [greedy_raw, *sample_replies(stage_model, prompt, "aligned", GenConfig(best_of=5))]
+    [samples] = sample_replies(joint, [("aligned", prompt)], GenConfig(best_of=5))   # joint engine or StageModel
+    raws = [greedy_raw, *samples]
     kept, cands = pick(query, [extract_question(r) for r in raws], lambda q: scorer.score(query, passages, q))
 
 Explore and `racq ask` (racq.service.Asker) and `racq eval --set best_of=5` (racq.eval.gen) call these
-two functions, so the eval measures exactly what the app asks: the samples are one batch of the one
-prompt with seed SEED, the same in both. Why this rule and what it buys (measured on t2 first, then once
-on test; bench/bench_rerank.py, docs/eval/test-usefulness-report.md): aligned useful & grounded 11.4 ->
+two functions, so the eval measures exactly what the app asks: the samples are seeded with SEED and
+drawn by the engine the app runs (the joint engine samples every stage's rows in one batch; a row's
+draws do not depend on the batch, so one prompt alone gets the same samples as with other stages).
+Why this rule and what it buys (measured on t2 first, then on test; bench/bench_rerank.py, docs/eval/test-usefulness-report.md): aligned useful & grounded 11.4 ->
 17.1 % (PaQa) / 14.4 -> 18.9 % (CAmbigNQ), hallucinated 10.5 -> 2.9 / 14.4 -> 1.1 %, repeats ~1 %;
 coverage of interpretations barely moves (the scorer cannot see it). It costs best_of - 1 extra
 generations per stage, so it is off by default.
@@ -28,14 +30,19 @@ from racq.scoring.usefulness import usefulness
 SEED = 0  # the samples of one (prompt, stage, settings) are the same every time: cached, evaluated, shown
 
 
-def sample_replies(stage_model, prompt: str, stage: str, gen) -> list[str]:
-    """best_of - 1 sampled raw replies to `prompt` by `stage`, in one seeded batch (the PEFT path, which
-    samples; racq.generate.StageModel.generate, or the vLLM stages' generate)."""
+def sample_replies(engine, jobs: Sequence[tuple[str, str]], gen) -> list[list[str]]:
+    """best_of - 1 sampled raw replies per job (stage, prompt), seeded by SEED. `engine` is the joint
+    engine (racq.multilora.JointStages.sample: every job's samples as rows of one batch, the app's
+    default) or a StageModel-like `generate` (the PEFT path or the vLLM stages: one seeded batch per job).
+    The two draw from the same distribution but not the same draws, so the eval samples with the engine
+    the app runs (`racq eval --set engine=joint`)."""
     n = gen.best_of - 1
     if n <= 0:
-        return []
+        return [[] for _ in jobs]
     sampling = dataclasses.replace(gen, do_sample=True, best_of=1, batch_size=n)
-    return stage_model.generate([prompt] * n, stage, sampling, seed=SEED)
+    if hasattr(engine, "sample"):
+        return engine.sample(jobs, n, sampling, seed=SEED)
+    return [engine.generate([prompt] * n, stage, sampling, seed=SEED) for stage, prompt in jobs]
 
 
 def signals(question: str, query: str, faith: dict | None) -> dict:

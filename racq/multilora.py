@@ -19,15 +19,16 @@ prompt prefix every passage prompt shares (template, instruction), whose keys an
 computes once; the rows' caches are then left-padded to one length and decoded as one batch, a row
 leaving the batch when it stops (end of text, its first "?", or max_new_tokens). Each decode step feeds
 every row its last token plus `draft_tokens` guessed ones (prompt lookup: what followed the same words in
-the other stages' replies, the prompt or earlier queries' replies, `_draft`); one pass scores them all,
+the other stages' replies, the prompt or earlier queries' replies, racq.drafting); one pass scores them all,
 and a row keeps a guess only where it equals its own greedy choice, so the text is what one token per
 step gives (a rejected guess's cache slot is masked out). On a CPU a pass over 3 rows x 4 tokens costs
 about a quarter more than 3 x 1, and the stages copy titles, the query, each other and their own earlier
 questions' shapes, so a question takes about a third fewer passes
 (bench/README.md). The output head runs as W @ h^T (TallHead): MKL's kernel is ~4x faster that way for
 a few rows. Attention folds the query heads that share a key/value head into extra query positions
-(racq.attention) instead of copying the keys and values per head. Greedy only, like racq.fastgen; text
+(racq.attention) instead of copying the keys and values per head. `stream` is greedy, like racq.fastgen; text
 equals the PEFT path's up to float rounding (tests/test_joint.py, docs/eval/speed-equivalence.md).
+`sample` draws best-of-N's samples (racq.bestof) the same way: every stage's samples as rows of one batch.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import copy
 import os
 import threading
 import time
+import zlib
 from collections import deque
 from typing import Iterator, Sequence
 
@@ -45,14 +47,11 @@ from torch import nn
 from racq.attention import use_packed_attention
 from racq.config import DRAFT_TOKENS, GenConfig
 from racq.decoding import guard_processors
+from racq.drafting import HISTORY_REPLIES, draft as _draft  # a module global: tests swap it for an oracle
 from racq.fastgen import SLOW_TOKENS_ENV
 from racq.kvcache import batch_cache
 from racq.models import BASE_STAGE
 
-# Finished replies kept as guessing material for later queries (racq.multilora._draft): the stages ask in
-# the same few shapes ("Do you want to know about the ... or the ...?"), so an earlier reply often holds
-# the next few tokens. On 16 t2 queries in a row it saved ~1 decode pass in 10 (bench/README.md run 5).
-HISTORY_REPLIES = 64
 
 
 class _Rows:
@@ -229,6 +228,46 @@ class JointStages:
             finally:
                 self._rows.set(None)
 
+    def sample(self, jobs: Sequence[tuple[str, str]], n: int, gen: GenConfig, seed: int = 0) -> list[list[str]]:
+        """n sampled raw replies to each job (stage, prompt): each prompt prefilled once, then every job's n
+        rows decoded in one batch (best-of-N, racq.bestof). Row i of a stage draws from its own generator,
+        seeded by (seed, stage, i), one draw per token it keeps, so a row's text depends neither on the
+        other rows of the batch nor on draft_tokens (a guess is kept only where the row's own draw equals
+        it), up to float rounding. gen's guards, temperature, top-k, top-p, as StageModel.generate samples."""
+        if n <= 0:
+            return [[] for _ in jobs]
+        self.sync()
+        missing = [s for s, _ in jobs if s not in self.slots]
+        if missing:
+            raise ValueError(f"stage(s) not loaded: {', '.join(missing)}; loaded: {', '.join(self.slots)}")
+        with self._lock, torch.inference_mode():
+            try:
+                return self._sample(list(jobs), n, gen, seed)
+            finally:
+                self._rows.set(None)
+
+    def _sample(self, jobs, n: int, gen: GenConfig, seed: int) -> list[list[str]]:
+        from racq.generate import sampling_processors
+
+        tok, rows, per_job = self.sm.tokenizer, [], []
+        for stage, prompt in jobs:
+            opener = self.sm.opener(prompt, stage)
+            ids = tok(prompt + opener, return_tensors="pt", add_special_tokens=False)["input_ids"]
+            cache, out = self._prefill(stage, ids)  # one prefill; batch_cache copies it into each row
+            mine = []
+            for i in range(n):
+                rng = torch.Generator().manual_seed(zlib.crc32(f"{seed}:{stage}:{i}".encode()))
+                row = {"stage": stage, "ids": ids[0].tolist(), "n": ids.shape[1], "new": [], "opener": opener,
+                       "cache": cache, "guards": guard_processors(gen, prompt_len=ids.shape[1]), "done": False,
+                       "rng": rng, "warpers": sampling_processors(gen)}
+                self._step(row, out.logits[0, -1], tok, gen)
+                mine.append(row)
+            rows += mine
+            per_job.append(mine)
+        for _ in self._decode(rows, tok, gen, delay=0.0):
+            pass
+        return [[r["opener"] + tok.decode(r["new"], skip_special_tokens=True) for r in mine] for mine in per_job]
+
     def _forward(self, slots: list[int], **kw):
         self._rows.set(slots)
         return self.model(use_cache=True, **kw)
@@ -299,7 +338,7 @@ class JointStages:
             mask[j, width - r["n"]:] = 1
             r["cache"] = None
         while live:
-            # Each row's last token, then up to `draft_tokens` guessed ones (racq.multilora._draft); the
+            # Each row's last token, then up to `draft_tokens` guessed ones (racq.drafting.draft); the
             # model checks all in one pass (about a quarter dearer than one token on a CPU, bench/README.md) and a
             # row keeps the guesses its own greedy choices confirm, so the text is what one token per
             # step gives. A rejected guess's cache entry is masked out; positions count kept tokens only.
@@ -330,14 +369,19 @@ class JointStages:
 
     @staticmethod
     def _step(row: dict, logits: torch.Tensor, tok, gen: GenConfig) -> None:
-        """Choose this row's next token (greedy, after its guards) and whether it has finished."""
-        if row["guards"]:
+        """Choose this row's next token (greedy, or a draw from the row's generator when it samples, after
+        its guards) and whether it has finished."""
+        rng = row.get("rng")
+        if row["guards"] or rng is not None:
             seq = torch.tensor([row["ids"] + row["new"]])
             logits = logits[None]
-            for g in row["guards"]:
+            for g in row["guards"] + (row["warpers"] if rng is not None else []):
                 logits = g(seq, logits)
             logits = logits[0]
-        nxt = int(logits.argmax())
+        if rng is not None:
+            nxt = int(torch.multinomial(torch.softmax(logits.float(), -1), 1, generator=rng))
+        else:
+            nxt = int(logits.argmax())
         if nxt == tok.eos_token_id:
             row["done"] = True
             return
@@ -351,26 +395,6 @@ class JointStages:
         if delay:
             time.sleep(delay)
         yield row["stage"], row["opener"] + tok.decode(row["new"], skip_special_tokens=True), row["done"]
-
-
-def _draft(row: dict, rows: list[dict], k: int, history: Sequence[list[int]] = ()) -> list[int]:
-    """Up to k tokens guessed to follow ROW's text (prompt lookup): what followed the latest earlier
-    occurrence of its last 3, else 2, else 1 tokens, looked up first in the other stages' replies (the
-    stages often ask alike), then in its own prompt and reply (questions copy titles and the query), then
-    in earlier queries' replies, newest first (HISTORY, the shapes the stages ask in)."""
-    if k <= 0:
-        return []
-    seq = row["ids"] + row["new"]
-    sources = [o["new"] for o in rows if o is not row] + [seq[:-1]] + list(reversed(history))
-    for g in (3, 2, 1):
-        if len(seq) <= g:
-            continue
-        tail = seq[-g:]
-        for src in sources:
-            for i in range(len(src) - g, -1, -1):
-                if src[i:i + g] == tail and i + g < len(src):
-                    return src[i + g:i + g + k]
-    return []
 
 
 __all__ = ["DRAFT_TOKENS", "JointStages", "MultiLoRALinear", "QUANTIZE", "TallHead"]

@@ -11,14 +11,15 @@ question, streamed token by token -> faithfulness (and usefulness) scores. `racq
 Events, in order: one "passages" (query, notes, passages, stages, errors of stages not loaded, and
 coverage: racq.coverage.assess, whether the corpus covers the query at all); then "start", "token"* (the
 raw reply so far), with GenConfig.best_of > 1 a "picking" (the greedy reply is done, best_of - 1
-samples are being drawn and scored: racq.bestof), and "stage" (the final question, its scores, or its
-error) per stage. For a query the
+samples are being drawn and scored: racq.bestof; on the joint engine every stage's samples are drawn in
+one batch once every greedy reply is done), and "stage" (the final question, its scores, or its error)
+per stage. For a query the
 corpus does not cover, racq.coverage.guard keeps only the options the passages support or asks a generic
 question (the model's own in `unguarded`). Generation: `engine="joint"` (default; racq.multilora: every
 stage decoded in ONE batch over one copy of the base, so all stages start together, their tokens
 interleave and each stage's "stage" event comes when it stops; cached stages answer first), "merged"
 (racq.fastgen: one plain merged model per stage, stage after stage, each stage's events contiguous),
-"peft" (the one PEFT model, as training uses; always for sampling) or "vllm" (racq.vllmclient: a vLLM
+"peft" (the one PEFT model, as training uses; always for do_sample) or "vllm" (racq.vllmclient: a vLLM
 server at `vllm_url` serves the stages as LoRA adapters; one concurrent streaming request per stage, the
 events as for joint; no model in this process). An answer cache (LRU, `cache_size`
 entries) answers the same query, k, stage adapter,
@@ -293,13 +294,24 @@ class Asker:
         t = time.perf_counter()
         for stage in stages:
             yield {"event": "start", "stage": stage}
+        greedy = {}  # best_of > 1: each stage's finished greedy reply, until every stage's samples are drawn
         try:
             for stage, raw, finished in self.together.stream([(s, prompt) for s in stages], gen):
                 yield {"event": "token", "stage": stage, "text": raw}
-                if finished:
-                    if gen.best_of > 1:  # the other stages' tokens wait while this one's samples are drawn
-                        yield {"event": "picking", "stage": stage, "text": raw, "n": gen.best_of}
+                if finished and gen.best_of > 1:
+                    yield {"event": "picking", "stage": stage, "text": raw, "n": gen.best_of}
+                    greedy[stage] = raw
+                elif finished:
                     done = self._done(raw, stage, t, self._key(query, k, stage, gen), gen, query, prompt, passages)
+                    yield self._final(query, passages, stage, done, score, cov, cached=False)
+                    stages = [s for s in stages if s != stage]
+            if greedy:  # every stage's samples in one joint batch (racq.bestof), then each stage's pick
+                from racq.bestof import sample_replies
+
+                samples = sample_replies(self.together, [(s, prompt) for s in greedy], gen)
+                for (stage, raw), mine in zip(greedy.items(), samples):
+                    done = self._done(raw, stage, t, self._key(query, k, stage, gen), gen, query, prompt, passages,
+                                      samples=mine)
                     yield self._final(query, passages, stage, done, score, cov, cached=False)
                     stages = [s for s in stages if s != stage]
         except Exception as e:  # noqa: BLE001 - the batch failed: every stage still in it says so
@@ -307,27 +319,31 @@ class Asker:
                 yield {"event": "stage", "stage": stage, "error": f"{type(e).__name__}: {e}"}
 
     def _done(self, raw: str, stage: str, t: float, key, gen: GenConfig, query: str, prompt: str,
-              passages) -> dict:
-        """A generated answer as the cache keeps it (with best_of > 1: the kept one of the candidates)."""
+              passages, samples: list[str] | None = None) -> dict:
+        """A generated answer as the cache keeps it (with best_of > 1: the kept one of the candidates; the
+        samples are drawn here unless the joint engine drew them with the other stages')."""
         from racq.prompts import extract_question
 
         done = {"question": extract_question(raw), "raw": raw,
                 "adapter_hash": self.stage_model.adapter_hashes.get(stage, "")}
         if gen.best_of > 1:
-            done.update(self._best_of(query, prompt, passages, stage, raw, gen))
+            done.update(self._best_of(query, prompt, passages, stage, raw, gen, samples))
         done["seconds"] = round(time.perf_counter() - t, 3)
         if not gen.do_sample:
             self._cache.put(key, done)
         return done
 
-    def _best_of(self, query: str, prompt: str, passages, stage: str, raw: str, gen: GenConfig) -> dict:
+    def _best_of(self, query: str, prompt: str, passages, stage: str, raw: str, gen: GenConfig,
+                 samples: list[str] | None) -> dict:
         """racq.bestof: the greedy reply `raw` and best_of - 1 samples; the kept one, its scores (against the
         passages the card is scored with) and what it was picked from."""
         from racq.bestof import pick, sample_replies
         from racq.prompts import extract_question
 
         shown = passages[:self.prompt.top_k]
-        raws = [raw, *sample_replies(self.stage_model, prompt, stage, gen)]
+        if samples is None:  # engine merged, peft or vllm: this stage's seeded batch on the PEFT/vLLM path
+            [samples] = sample_replies(self.stage_model, [(stage, prompt)], gen)
+        raws = [raw, *samples]
         kept, cands = pick(query, [extract_question(r) for r in raws], lambda q: self.scorer.score(query, shown, q))
         out = {"question": cands[kept]["question"], "raw": raws[kept],
                "best_of": {"n": len(raws), "kept": kept, "candidates": [c["question"] for c in cands]}}

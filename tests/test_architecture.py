@@ -238,7 +238,7 @@ LAYERS = [
     ("data and models", ["racq.data", "racq.models", "racq.embedders", "racq.decoding", "racq.tiny"]),
     ("retrieval, scoring, prompts", ["racq.retrieval", "racq.scoring", "racq.evidence", "racq.prompts",
                                      "racq.corpus"]),
-    ("generation and the query path", ["racq.generate", "racq.fastgen", "racq.multilora", "racq.attention",
+    ("generation and the query path", ["racq.generate", "racq.fastgen", "racq.multilora", "racq.drafting", "racq.attention",
                                        "racq.kvcache", "racq.vllmclient", "racq.vllmserve", "racq.coverage",
                                        "racq.service", "racq.queries", "racq.bestof"]),
     ("store and training", ["racq.store", "racq.train"]),

@@ -94,10 +94,11 @@ def test_asker_keeps_the_scorers_favourite_of_greedy_and_seeded_samples(asker):
         best = final["best_of"]
         assert best["n"] == 4 and len(best["candidates"]) == 4
         assert best["candidates"][0] == greedy[stage]  # candidate 0 is the greedy question the app asks
-        # the samples are the seeded batch racq.bestof draws, every time
-        samples = [extract_question(r) for r in sample_replies(asker.stage_model, prompt, stage, gen)]
+        # the samples are the seeded rows racq.bestof draws on the app's (joint) engine, every time, and the
+        # same whether this stage is sampled alone or beside the other
+        samples = [extract_question(r) for r in sample_replies(asker.together, [(stage, prompt)], gen)[0]]
         assert best["candidates"][1:] == samples
-        assert samples == [extract_question(r) for r in sample_replies(asker.stage_model, prompt, stage, gen)]
+        assert samples == [extract_question(r) for r in sample_replies(asker.together, [(stage, prompt)], gen)[0]]
         kept, _ = pick(query, best["candidates"], lambda q: asker.scorer.score(query, shown, q))
         assert best["kept"] == kept and final["question"] == best["candidates"][kept]
         if final["question"]:
@@ -105,6 +106,46 @@ def test_asker_keeps_the_scorers_favourite_of_greedy_and_seeded_samples(asker):
     assert any(e["best_of"]["kept"] for e in events if e["event"] == "stage")  # a sample did replace greedy
     again = asker.ask("who won the world cup in 2018", k=2, stages=["sft", "aligned"], gen=gen)
     assert again["best_of"] == {s: e["best_of"] for e in events if e["event"] == "stage" for s in [e["stage"]]}
+
+
+def test_joint_samples_are_seeded_per_row_whatever_the_batch_or_the_guesses(asker):
+    from racq.multilora import JointStages
+
+    sm = asker.stage_model
+    prompt = sm.passage_prompt("who won the world cup", CUP)
+    hot = GenConfig(max_new_tokens=8, do_sample=True, temperature=1.5, top_k=0, top_p=1.0)
+    both = asker.together.sample([("sft", prompt), ("aligned", prompt), ("base", prompt)], 4, hot, seed=0)
+    assert [len(x) for x in both] == [4, 4, 4] and len({t for x in both for t in x}) > 3  # rows differ
+    assert all(t.startswith(sm.opener(prompt, "base")) for t in both[2])  # base is primed, as on the PEFT path
+    # a row's draws depend on (seed, stage, row) only: alone, or one token per step, it writes the same
+    assert [asker.together.sample([(s, prompt)], 4, hot, seed=0)[0] for s in ("sft", "aligned", "base")] == both
+    assert JointStages(sm, draft_tokens=0).sample([("sft", prompt), ("aligned", prompt), ("base", prompt)], 4, hot,
+                                                  seed=0) == both
+    assert asker.together.sample([("sft", prompt)], 4, hot, seed=1)[0] != both[0]
+    # top-k 1 leaves one token to draw: every sample is the greedy reply
+    greedy = {s: t for s, t, done in asker.together.stream([("sft", prompt)], GenConfig(max_new_tokens=8)) if done}
+    assert asker.together.sample([("sft", prompt)], 3, GenConfig(max_new_tokens=8, do_sample=True, top_k=1), seed=0) \
+        == [[greedy["sft"]] * 3]
+
+
+def test_joint_samples_follow_the_peft_paths_distribution(asker):
+    """Same temperature, top-k and top-p as StageModel.generate: the first tokens of 400 seeded samples
+    from each engine are one distribution (chi-squared test of homogeneity; the draws are seeded)."""
+    from collections import Counter
+
+    from scipy.stats import chi2_contingency
+
+    sm = asker.stage_model
+    prompt = sm.passage_prompt("who won the world cup", CUP)
+    gen = GenConfig(max_new_tokens=1, do_sample=True, stop_at_question=False, batch_size=400)
+    joint = Counter(asker.together.sample([("sft", prompt)], 400, gen, seed=0)[0])
+    peft = Counter(sm.generate([prompt] * 400, "sft", gen, seed=0))
+    assert len(joint) > 5  # really sampled, over many tokens
+    common = [t for t in set(joint) | set(peft) if joint[t] + peft[t] >= 10]  # pooled rare tokens stay out
+    table = [[c[t] for t in common] + [sum(c.values()) - sum(c[t] for t in common)] for c in (joint, peft)]
+    if not table[0][-1] + table[1][-1]:
+        table = [row[:-1] for row in table]  # no rare token at all
+    assert chi2_contingency(table).pvalue > 0.001, table
 
 
 def test_best_of_without_a_scorer_or_with_sampling_is_refused_before_any_event(asker):
@@ -118,16 +159,18 @@ def test_best_of_without_a_scorer_or_with_sampling_is_refused_before_any_event(a
         next(asker.ask_stream("who played wolverine", gen=GenConfig(best_of=0)))
 
 
-def test_eval_best_of_keeps_what_the_app_rule_keeps(tmp_path, tiny_lm, tiny_adapters, lexical):
+@pytest.mark.parametrize("engine", ["peft", "joint"])
+def test_eval_best_of_keeps_what_the_app_rule_keeps(tmp_path, tiny_lm, tiny_adapters, lexical, engine):
     from racq.eval.run import EvalConfig, EvalError, evaluate, pick_examples
     from racq.generate import StageModel
+    from racq.multilora import JointStages
 
-    examples, coin = pick_examples(["paqa", "cambignq"], "test", 2), CoinScorer(lexical)
-    base = dict(stages=["sft", "aligned"], limit=2, results_dir=str(tmp_path / "results"),
+    examples, coin = pick_examples(["paqa", "cambignq"], "test", 3), CoinScorer(lexical)
+    base = dict(stages=["sft", "aligned"], limit=3, results_dir=str(tmp_path / "results"),
                 cache_dir=str(tmp_path / "cache"), base_model=str(tiny_lm), adapters_dir=str(tiny_adapters),
-                max_new_tokens=6, n_boot=200, calibration=False)
+                max_new_tokens=6, n_boot=200, calibration=False, engine=engine)
     evaluate(EvalConfig(run="greedy", **base), examples=examples, scorer=coin)
-    m = evaluate(EvalConfig(run="best", best_of=3, best_of_stages=["aligned"], **base), examples=examples,
+    m = evaluate(EvalConfig(run="best", best_of=4, best_of_stages=["aligned"], **base), examples=examples,
                  scorer=coin)
 
     def rows(run):
@@ -136,8 +179,9 @@ def test_eval_best_of_keeps_what_the_app_rule_keeps(tmp_path, tiny_lm, tiny_adap
 
     greedy, best = rows("greedy"), rows("best")
     info = m["generation"]["best_of"]
-    assert info["stages"] == ["aligned"] and info["of"] == {"aligned": 4} and info["sampled"] == 4
+    assert info["stages"] == ["aligned"] and info["of"] == {"aligned": 6} and info["sampled"] == 6
     sm = StageModel.load(tiny_lm, tiny_adapters, stages=["aligned"])
+    sampler = JointStages(sm) if engine == "joint" else sm  # joint: the app's default engine draws them
     kept_sample = 0
     for (i, stage), r in best.items():
         if stage != "aligned":  # sft and gold are the greedy run's, untouched
@@ -148,14 +192,14 @@ def test_eval_best_of_keeps_what_the_app_rule_keeps(tmp_path, tiny_lm, tiny_adap
         passages = [by_pid[pid] for pid in r["passage_ids"]]
         # the candidates are the greedy question and the samples the app would draw for this prompt
         prompt = sm.passage_prompt(e.query, passages)
-        gen = GenConfig(max_new_tokens=6, best_of=3)
-        assert picked["candidates"] == [greedy[i, "aligned"]["prediction"],
-                                        *(extract_question(x) for x in sample_replies(sm, prompt, "aligned", gen))]
+        gen = GenConfig(max_new_tokens=6, best_of=4)
+        [samples] = sample_replies(sampler, [("aligned", prompt)], gen)
+        assert picked["candidates"] == [greedy[i, "aligned"]["prediction"], *map(extract_question, samples)]
         kept, _ = pick(e.query, picked["candidates"], lambda q: coin.score(e.query, passages, q))
         assert picked["kept"] == kept and r["prediction"] == picked["candidates"][kept]
         kept_sample += kept > 0
     assert info["kept_sample"] == {"aligned": kept_sample} and kept_sample > 0  # a sample did replace greedy
-    assert "best of 3" in (tmp_path / "results" / "best" / "report.md").read_text()
+    assert "best of 4" in (tmp_path / "results" / "best" / "report.md").read_text()
     with pytest.raises(EvalError, match="best_of_stages"):
         evaluate(EvalConfig(run="bad", best_of=3, best_of_stages=["base"], **base), examples=examples, scorer=coin)
 

@@ -148,19 +148,31 @@ def _best_of_jobs(examples, cfg, hashes, prompt_cfg, prompts: dict, keys: dict, 
                   cache: JsonlCache, stage_model, faith_of, say) -> tuple[dict, dict]:
     """Replace each best-of stage's greedy question in `out` by racq.bestof's pick among it and its
     samples (one seeded batch per prompt, as the app draws them; cached like the greedy replies).
-    Returns the run's counts and, per (example index, stage), {n, kept, candidates} as the app reports it."""
+    Returns the run's counts and, per (example index, stage), {n, kept, candidates} as the app reports it.
+    engine=joint samples as the app does by default (an example's stages in one joint batch); the other
+    engines sample on the PEFT path (or the vLLM server), one seeded batch per prompt."""
     from racq.bestof import SEED, pick, sample_replies
 
     stages = best_of_stages(cfg)
     sampling = {"samples": gen.best_of - 1, "seed": SEED, "temperature": gen.temperature, "top_p": gen.top_p,
                 "top_k": gen.top_k}
+    if cfg.engine == "joint":  # its own draws: the PEFT path's cached samples are not the app's
+        sampling["sampler"] = "joint"
     skeys = {j: sha_key({"of": k, **sampling}) for j, k in keys.items() if j[1] in stages}
     todo = [j for j in sorted(skeys) if cache.get(skeys[j]) is None]
     if todo:
         stage_model = stage_model or _stage_model_for(todo, cfg, hashes, prompt_cfg, None, say)
-    for n, j in enumerate(todo, 1):
-        cache.put_many({skeys[j]: {"stage": j[1], "raws": sample_replies(stage_model, prompts[j], j[1], gen)}})
-        if n % 10 == 0 or n == len(todo):
+        sampler = stage_model
+        if cfg.engine == "joint":
+            from racq.multilora import JointStages
+
+            sampler = JointStages(stage_model, quantize=cfg.quantize, draft_tokens=cfg.draft_tokens)
+    n = 0
+    for batch in (_batches(todo, cfg) if cfg.engine == "joint" else [[j] for j in todo]):
+        raws = sample_replies(sampler, [(j[1], prompts[j]) for j in batch], gen)
+        cache.put_many({skeys[j]: {"stage": j[1], "raws": r} for j, r in zip(batch, raws)})
+        n += len(batch)
+        if n % 10 < len(batch) or n == len(todo):
             say(f"best of {gen.best_of}: sampled {n}/{len(todo)}")
     kept, picks = {s: 0 for s in stages}, {}
     for j in sorted(skeys):

@@ -83,7 +83,8 @@ class EvalConfig:
                                              "of this many tokens twice in a reply; 0 = off.")
     batch_size: int = helpfield(8, "Prompts per batched generate call (stages mixed in a batch).")
     best_of: int = helpfield(1, "Best-of-N as the app picks it (GenConfig.best_of, racq.bestof): the greedy question "
-                                "and best_of - 1 seeded samples, the scorer's favourite kept; 1 = greedy only.")
+                                "and best_of - 1 seeded samples, the scorer's favourite kept; 1 = greedy only. "
+                                "With engine=joint the samples are the app's own draws (JointStages.sample).")
     best_of_stages: list[str] = helpfield([], "With best_of > 1: the stages picked that way (empty = every "
                                               "stage), so one run compares e.g. aligned best-of-5 with sft greedy.")
     engine: str = helpfield("peft", "peft = the reference path (PEFT mixed-adapter batches); joint = the app's "

@@ -33,6 +33,7 @@ equals the PEFT path's up to float rounding (tests/test_joint.py, docs/eval/spee
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import threading
@@ -217,14 +218,20 @@ class JointStages:
         ends with one finished=True. The base stage's reply carries its opener, as on the PEFT path."""
         gen = gen or GenConfig()
         if gen.do_sample:
-            raise ValueError("the joint path is greedy; sample with StageModel.generate")
+            raise ValueError("the joint path is greedy; sample with JointStages.sample")
+        with self._batch(jobs):
+            yield from self._stream(list(jobs), gen)
+
+    @contextlib.contextmanager
+    def _batch(self, jobs):
+        """The model, rebuilt if the stages changed, held for one batch of jobs (rows are shared state)."""
         self.sync()
         missing = [s for s, _ in jobs if s not in self.slots]
         if missing:
             raise ValueError(f"stage(s) not loaded: {', '.join(missing)}; loaded: {', '.join(self.slots)}")
         with self._lock, torch.inference_mode():
             try:
-                yield from self._stream(list(jobs), gen)
+                yield
             finally:
                 self._rows.set(None)
 
@@ -234,38 +241,23 @@ class JointStages:
         seeded by (seed, stage, i), one draw per token it keeps, so a row's text depends neither on the
         other rows of the batch nor on draft_tokens (a guess is kept only where the row's own draw equals
         it), up to float rounding. gen's guards, temperature, top-k, top-p, as StageModel.generate samples."""
-        if n <= 0:
-            return [[] for _ in jobs]
-        self.sync()
-        missing = [s for s, _ in jobs if s not in self.slots]
-        if missing:
-            raise ValueError(f"stage(s) not loaded: {', '.join(missing)}; loaded: {', '.join(self.slots)}")
-        with self._lock, torch.inference_mode():
-            try:
-                return self._sample(list(jobs), n, gen, seed)
-            finally:
-                self._rows.set(None)
-
-    def _sample(self, jobs, n: int, gen: GenConfig, seed: int) -> list[list[str]]:
         from racq.generate import sampling_processors
 
+        if n <= 0:
+            return [[] for _ in jobs]
         tok, rows, per_job = self.sm.tokenizer, [], []
-        for stage, prompt in jobs:
-            opener = self.sm.opener(prompt, stage)
-            ids = tok(prompt + opener, return_tensors="pt", add_special_tokens=False)["input_ids"]
-            cache, out = self._prefill(stage, ids)  # one prefill; batch_cache copies it into each row
-            mine = []
-            for i in range(n):
-                rng = torch.Generator().manual_seed(zlib.crc32(f"{seed}:{stage}:{i}".encode()))
-                row = {"stage": stage, "ids": ids[0].tolist(), "n": ids.shape[1], "new": [], "opener": opener,
-                       "cache": cache, "guards": guard_processors(gen, prompt_len=ids.shape[1]), "done": False,
-                       "rng": rng, "warpers": sampling_processors(gen)}
-                self._step(row, out.logits[0, -1], tok, gen)
-                mine.append(row)
-            rows += mine
-            per_job.append(mine)
-        for _ in self._decode(rows, tok, gen, delay=0.0):
-            pass
+        with self._batch(jobs):
+            for stage, prompt in jobs:
+                row, logits = self._prefilled(stage, prompt, gen)  # one prefill; batch_cache copies it per row
+                seeds = [zlib.crc32(f"{seed}:{stage}:{i}".encode()) for i in range(n)]
+                mine = [{**row, "new": [], "rng": torch.Generator().manual_seed(x), "warpers": sampling_processors(gen)}
+                        for x in seeds]
+                for r in mine:
+                    self._step(r, logits, tok, gen)
+                rows += mine
+                per_job.append(mine)
+            for _ in self._decode(rows, tok, gen, delay=0.0):
+                pass
         return [[r["opener"] + tok.decode(r["new"], skip_special_tokens=True) for r in mine] for mine in per_job]
 
     def _forward(self, slots: list[int], **kw):
@@ -308,18 +300,23 @@ class JointStages:
         cache = DynamicCache(ddp_cache_data=list(self._prefix_kv[slot]))
         return cache, self._forward([slot], input_ids=ids[:, n:], cache=cache, logits_to_keep=1)
 
+    def _prefilled(self, stage: str, prompt: str, gen: GenConfig) -> tuple[dict, torch.Tensor]:
+        """A job's decode row (prompt + the base stage's opener, prefilled) and its first logits."""
+        opener = self.sm.opener(prompt, stage)
+        ids = self.sm.tokenizer(prompt + opener, return_tensors="pt", add_special_tokens=False)["input_ids"]
+        cache, out = self._prefill(stage, ids)
+        return ({"stage": stage, "ids": ids[0].tolist(), "n": ids.shape[1], "new": [], "opener": opener,
+                 "cache": cache, "guards": guard_processors(gen, prompt_len=ids.shape[1]), "done": False},
+                out.logits[0, -1])
+
     # ------------------------------------------------------------ decoding
     def _stream(self, jobs, gen: GenConfig):
         tok = self.sm.tokenizer
         delay = float(os.environ.get(SLOW_TOKENS_ENV) or 0)  # tests only, see racq.fastgen
         rows = []
         for stage, prompt in jobs:  # prefill one prompt at a time: the first card starts after one
-            opener = self.sm.opener(prompt, stage)
-            ids = tok(prompt + opener, return_tensors="pt", add_special_tokens=False)["input_ids"]
-            cache, out = self._prefill(stage, ids)
-            row = {"stage": stage, "ids": ids[0].tolist(), "n": ids.shape[1], "new": [], "opener": opener,
-                   "cache": cache, "guards": guard_processors(gen, prompt_len=ids.shape[1]), "done": False}
-            self._step(row, out.logits[0, -1], tok, gen)
+            row, logits = self._prefilled(stage, prompt, gen)
+            self._step(row, logits, tok, gen)
             rows.append(row)
             yield from self._emit(row, tok, delay)
         yield from self._decode(rows, tok, gen, delay)

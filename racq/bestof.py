@@ -14,9 +14,9 @@ two functions, so the eval measures exactly what the app asks: the samples are s
 drawn by the engine the app runs (the joint engine samples every stage's rows in one batch; a row's
 draws do not depend on the batch, so one prompt alone gets the same samples as with other stages).
 Why this rule and what it buys (measured on t2 first, then on test; bench/bench_rerank.py,
-docs/eval/test-usefulness-report.md): aligned useful & grounded 11.4 -> 17.1 % (PaQa) / 14.4 -> 18.9 % (CAmbigNQ), hallucinated 10.5 -> 2.9 / 14.4 -> 1.1 %, repeats ~1 %;
-coverage of interpretations barely moves (the scorer cannot see it). It costs best_of - 1 extra
-generations per stage, so it is off by default.
+docs/eval/test-usefulness-report.md): aligned useful & grounded 11.4 -> 17.1 % (PaQa) / 14.4 -> 18.9 %
+(CAmbigNQ), hallucinated 10.5 -> 2.9 / 14.4 -> 1.1 %, repeats ~1 %; coverage of interpretations barely
+moves (the scorer cannot see it). It costs best_of - 1 extra generations per stage, so it is off by default.
 """
 
 from __future__ import annotations

@@ -54,7 +54,6 @@ from racq.kvcache import batch_cache
 from racq.models import BASE_STAGE
 
 
-
 class _Rows:
     """Which stage slot each row of the batch now in the model belongs to (shared by all layers)."""
 
@@ -246,12 +245,12 @@ class JointStages:
         if n <= 0:
             return [[] for _ in jobs]
         tok, rows, per_job = self.sm.tokenizer, [], []
+        warpers = sampling_processors(gen)  # stateless: one list serves every row
         with self._batch(jobs):
             for stage, prompt in jobs:
                 row, logits = self._prefilled(stage, prompt, gen)  # one prefill; batch_cache copies it per row
                 seeds = [zlib.crc32(f"{seed}:{stage}:{i}".encode()) for i in range(n)]
-                mine = [{**row, "new": [], "rng": torch.Generator().manual_seed(x), "warpers": sampling_processors(gen)}
-                        for x in seeds]
+                mine = [{**row, "new": [], "rng": torch.Generator().manual_seed(x), "warpers": warpers} for x in seeds]
                 for r in mine:
                     self._step(r, logits, tok, gen)
                 rows += mine

@@ -55,7 +55,8 @@ def one_torch_thread():
 
 def until(what: str, fn, timeout: float = 240.0, every: float = 0.2):
     """fn()'s first truthy value, polled until `timeout` (then fail saying what was awaited): tests wait
-    on state, never on a fixed sleep."""
+    on state, never on a fixed sleep. `every` is only the gap between polls: it decides how soon a held
+    state is seen, never whether a test passes."""
     import pytest
 
     deadline = time.monotonic() + timeout
@@ -171,7 +172,10 @@ class AppServer:
                     self.stop()
                     who = f" (port {self.port} answered as {other!r}, not us)" if other else ""
                     raise RuntimeError(f"app did not answer within {timeout:.0f} s{who}:\n{self.log()[-3000:]}")
-                time.sleep(0.3)  # the next probe; readiness is decided by the probe above, not by this wait
+                try:  # the gap before the next probe, cut short if our process exits (checked at the loop's top)
+                    self.proc.wait(timeout=0.3)
+                except subprocess.TimeoutExpired:
+                    pass
         raise AssertionError("unreachable")
 
     def log(self) -> str:

@@ -128,6 +128,26 @@ def test_joint_samples_are_seeded_per_row_whatever_the_batch_or_the_guesses(aske
         == [[greedy["sft"]] * 3]
 
 
+def test_the_sample_guard_changes_the_samples_only(asker):
+    """GenConfig.sample_no_repeat_ngram_size: best-of's samples are drawn under the decoding guard, the
+    greedy candidate (what the app asks without best-of) is not."""
+    from dataclasses import replace
+
+    query = "who won the world cup in 2018"
+    hot = GenConfig(max_new_tokens=24, best_of=5, top_k=3, stop_at_question=False)  # few choices: tokens recur
+    guarded = replace(hot, sample_no_repeat_ngram_size=1)  # size 1: no token twice in a sample
+    events = list(asker.ask_stream(query, k=2, stages=["sft"], gen=guarded, score=True))
+    prompt = asker.stage_model.passage_prompt(events[0]["query"], [h.passage for h in asker.retrieve(
+        events[0]["query"], 2)])
+    free = sample_replies(asker.together, [("sft", prompt)], hot)[0]
+    drawn = sample_replies(asker.together, [("sft", prompt)], guarded)[0]
+    assert drawn == sample_replies(asker.together, [("sft", prompt)], replace(hot, no_repeat_ngram_size=1))[0]
+    assert drawn != free  # the guard did act on the samples
+    [final] = [e for e in events if e["event"] == "stage"]
+    greedy = asker.ask(query, k=2, stages=["sft"], gen=replace(hot, best_of=1))["questions"]["sft"]
+    assert final["best_of"]["candidates"] == [greedy, *map(extract_question, drawn)]
+
+
 def test_joint_samples_follow_the_peft_paths_distribution(asker):
     """Same temperature, top-k and top-p as StageModel.generate: the first tokens of 400 seeded samples
     from each engine are one distribution (chi-squared test of homogeneity; the draws are seeded)."""

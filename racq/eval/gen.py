@@ -115,7 +115,8 @@ def generate_all(examples, passages, cfg, cache: JsonlCache, stage_model=None,
     builder = StageModel(None, tok, [], prompt=prompt_cfg)  # the same prompt methods generation uses
     hashes = stage_hashes(cfg.adapters_dir, cfg.stages)
     gen = GenConfig(max_new_tokens=cfg.max_new_tokens, do_sample=False, batch_size=cfg.batch_size,
-                    no_repeat_ngram_size=cfg.no_repeat_ngram_size)
+                    no_repeat_ngram_size=cfg.no_repeat_ngram_size,
+                    sample_no_repeat_ngram_size=cfg.sample_no_repeat_ngram_size)
     decoding = _decoding(cfg, gen)
     prompts, keys, out = _prompts_and_keys(examples, passages, cfg, builder, hashes, decoding, cache)
     jobs = sorted((j for j in prompts if j not in out), key=lambda j: (len(prompts[j]), j))
@@ -158,6 +159,8 @@ def _best_of_jobs(examples, cfg, hashes, prompt_cfg, prompts: dict, keys: dict, 
                 "top_k": gen.top_k}
     if cfg.engine == "joint":  # its own draws: the PEFT path's cached samples are not the app's
         sampling["sampler"] = "joint"
+    if gen.sample_no_repeat_ngram_size:  # only when on, so the keys of earlier runs stay what they were
+        sampling["sample_no_repeat_ngram_size"] = gen.sample_no_repeat_ngram_size
     skeys = {j: sha_key({"of": k, **sampling}) for j, k in keys.items() if j[1] in stages}
     todo = [j for j in sorted(skeys) if cache.get(skeys[j]) is None]
     if todo:

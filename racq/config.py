@@ -128,9 +128,10 @@ class GenConfig:
            "repeated option, option support; greedy on ties). Costs best_of - 1 extra generations per "
            "stage; needs the scorer. 1 = off (the default: bench/README.md, bench_rerank).")
     sample_no_repeat_ngram_size: int = helpfield(
-        0, "With best_of > 1: the decoding guard of the samples only (the greedy reply keeps "
+        3, "With best_of > 1: the decoding guard of the samples only (the greedy reply keeps "
            "no_repeat_ngram_size), so a guarded sample that invents an option loses the pick to a grounded "
-           "candidate while one that stops a loop can win it. 0 = the samples get no_repeat_ngram_size.")
+           "candidate while one that stops a loop can win it (3: chosen on t2, README's best-of section). "
+           "0 = the samples get no_repeat_ngram_size (off unless that is set).")
 
     def __post_init__(self):
         if self.best_of < 1:  # checked where the settings are made, so a bad value fails before a model loads

@@ -134,7 +134,8 @@ def test_the_sample_guard_changes_the_samples_only(asker):
     from dataclasses import replace
 
     query = "who won the world cup in 2018"
-    hot = GenConfig(max_new_tokens=24, best_of=5, top_k=3, stop_at_question=False)  # few choices: tokens recur
+    hot = GenConfig(max_new_tokens=24, best_of=5, top_k=3, stop_at_question=False,  # few choices: tokens recur
+                    sample_no_repeat_ngram_size=0)  # the samples unguarded
     guarded = replace(hot, sample_no_repeat_ngram_size=1)  # size 1: no token twice in a sample
     events = list(asker.ask_stream(query, k=2, stages=["sft"], gen=guarded, score=True))
     prompt = asker.stage_model.passage_prompt(events[0]["query"], [h.passage for h in asker.retrieve(
@@ -219,7 +220,9 @@ def test_eval_best_of_keeps_what_the_app_rule_keeps(tmp_path, tiny_lm, tiny_adap
         assert picked["kept"] == kept and r["prediction"] == picked["candidates"][kept]
         kept_sample += kept > 0
     assert info["kept_sample"] == {"aligned": kept_sample} and kept_sample > 0  # a sample did replace greedy
-    assert "best of 4" in (tmp_path / "results" / "best" / "report.md").read_text()
+    report = (tmp_path / "results" / "best" / "report.md").read_text()
+    assert info["sample_guard"] == GenConfig().sample_no_repeat_ngram_size  # the app's default guard
+    assert "best of 4" in report and f"no {info['sample_guard']}-gram twice" in report
     with pytest.raises(EvalError, match="best_of_stages"):
         evaluate(EvalConfig(run="bad", best_of=3, best_of_stages=["base"], **base), examples=examples, scorer=coin)
 

@@ -185,7 +185,8 @@ def _best_of_jobs(examples, cfg, hashes, prompt_cfg, prompts: dict, keys: dict, 
         kept[j[1]] += i > 0
         picks[j] = {"n": len(cands), "kept": i, "candidates": cands}
     return ({"n": gen.best_of, "stages": stages, "sampled": len(todo), "kept_sample": kept,
-             "of": {s: sum(1 for j in skeys if j[1] == s) for s in stages}}, picks)
+             "of": {s: sum(1 for j in skeys if j[1] == s) for s in stages},
+             "sample_guard": gen.sample_no_repeat_ngram_size or gen.no_repeat_ngram_size}, picks)
 
 
 def _decoding(cfg, gen: GenConfig) -> dict:

@@ -289,8 +289,10 @@ def _best_of_text(best: dict | None) -> str:
     if not best:
         return ""
     kept = ", ".join(f"{s} {best['kept_sample'][s]} of {best['of'][s]}" for s in best["stages"])
+    guard = best.get("sample_guard")  # absent in runs made before the samples had a guard of their own
+    drawn = f"seeded samples drawn with no {guard}-gram twice" if guard else "seeded samples"
     return (f"; stages {', '.join(best['stages'])}: best of {best['n']} (the greedy question and {best['n'] - 1} "
-            f"seeded samples, the one the faithfulness scorer prefers kept, as the app's best_of does; a sample "
+            f"{drawn}, the one the faithfulness scorer prefers kept, as the app's best_of does; a sample "
             f"was kept for {kept})")
 
 

@@ -40,7 +40,7 @@ def sample_replies(engine, jobs: Sequence[tuple[str, str]], gen) -> list[list[st
     if n <= 0:
         return [[] for _ in jobs]
     sampling = dataclasses.replace(gen, do_sample=True, best_of=1, batch_size=n,
-                                   no_repeat_ngram_size=gen.sample_no_repeat_ngram_size or gen.no_repeat_ngram_size)
+                                   no_repeat_ngram_size=gen.sample_guard)
     if hasattr(engine, "sample"):
         return engine.sample(jobs, n, sampling, seed=SEED)
     return [engine.generate([prompt] * n, stage, sampling, seed=SEED) for stage, prompt in jobs]

@@ -137,6 +137,11 @@ class GenConfig:
         if self.best_of < 1:  # checked where the settings are made, so a bad value fails before a model loads
             raise ValueError(f"best_of must be 1 (off) or more, got {self.best_of}")
 
+    @property
+    def sample_guard(self) -> int:
+        """The no-repeat n-gram size best-of's samples are drawn with (0 = none)."""
+        return self.sample_no_repeat_ngram_size or self.no_repeat_ngram_size
+
 
 def _coerce(value, typ):
     """Turn a YAML/CLI value into the field's declared type (bool/int/float/str/list)."""

@@ -186,7 +186,7 @@ def _best_of_jobs(examples, cfg, hashes, prompt_cfg, prompts: dict, keys: dict, 
         picks[j] = {"n": len(cands), "kept": i, "candidates": cands}
     return ({"n": gen.best_of, "stages": stages, "sampled": len(todo), "kept_sample": kept,
              "of": {s: sum(1 for j in skeys if j[1] == s) for s in stages},
-             "sample_guard": gen.sample_no_repeat_ngram_size or gen.no_repeat_ngram_size}, picks)
+             "sample_guard": gen.sample_guard}, picks)
 
 
 def _decoding(cfg, gen: GenConfig) -> dict:

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from racq.config import (ADAPTERS_DIR, BASE_MODEL, DEFAULT_EMBEDDER, DEFAULT_VLLM_URL, DRAFT_TOKENS, REPO_ROOT,
-                          PromptConfig, helpfield)
+                          GenConfig, PromptConfig, helpfield)
 from racq.data import Example, load_examples
 # generation and its caches live in racq.eval.gen; these names are importable from here as before
 from racq.eval.gen import (QUERY_ONLY_STAGES, EvalError, JsonlCache, best_of_stages, generate_all,  # noqa: F401
@@ -81,9 +81,10 @@ class EvalConfig:
     max_new_tokens: int = helpfield(32, "Most new tokens per question (greedy decoding).")
     no_repeat_ngram_size: int = helpfield(0, "Decoding guard (GenConfig.no_repeat_ngram_size): no n-gram "
                                              "of this many tokens twice in a reply; 0 = off.")
-    sample_no_repeat_ngram_size: int = helpfield(3, "With best_of > 1: the samples' guard only, as the app "
-                                                    "draws them (GenConfig.sample_no_repeat_ngram_size); "
-                                                    "0 = as no_repeat_ngram_size.")
+    sample_no_repeat_ngram_size: int = helpfield(
+        GenConfig.sample_no_repeat_ngram_size,  # the app's default, so the eval draws what Explore draws
+        "With best_of > 1: the samples' guard only (GenConfig.sample_no_repeat_ngram_size); "
+        "0 = as no_repeat_ngram_size.")
     batch_size: int = helpfield(8, "Prompts per batched generate call (stages mixed in a batch).")
     best_of: int = helpfield(1, "Best-of-N as the app picks it (GenConfig.best_of, racq.bestof): the greedy question "
                                 "and best_of - 1 seeded samples, the scorer's favourite kept; 1 = greedy only. "
